@@ -1,0 +1,232 @@
+"""SessionBackend: the trait's four required operations abstract, the eighteen provided ones with default bodies."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
+
+from .models import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    SEARCH_MESSAGES_LIMIT_DEFAULT,
+    ChatMessage,
+    InvalidArgument,
+    MessageHit,
+    MessagePage,
+    SessionContext,
+    SessionMetadata,
+    SessionQuery,
+    SessionState,
+    TimestampedMessage,
+)
+
+
+def slice_bounds(total: int, offset: int | None, limit: int | None) -> tuple[int, int]:
+    """Python slice semantics for offset (negative counts from the end) and limit."""
+    start = 0 if offset is None else offset
+    if start < 0:
+        start = max(total + start, 0)
+    start = min(start, total)
+    stop = total if limit is None else min(start + limit, total)
+    return start, stop
+
+
+class SessionBackend(ABC):
+    """Session persistence, mirroring the Rust trait; defaults work on the four required operations, slowly."""
+
+    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
+
+    def check_message(self, message: ChatMessage) -> None:
+        """message.content is at most max_content_bytes of UTF-8 (the other rules live in ChatMessage)."""
+        size = len(message.content.encode("utf-8", "surrogatepass"))
+        if size > self.max_content_bytes:
+            raise InvalidArgument(
+                f"message.content must be at most {self.max_content_bytes} bytes of UTF-8, got {size}"
+            )
+
+    # Required operations.
+
+    @abstractmethod
+    def load(self, session_key: str) -> list[ChatMessage]:
+        """Every message of the session, oldest first; empty if it does not exist."""
+
+    @abstractmethod
+    def append(self, session_key: str, message: ChatMessage) -> None:
+        """Add one message at the end of the session, creating the session."""
+
+    @abstractmethod
+    def remove_last(self, session_key: str) -> bool:
+        """Remove the session's last message; False if it had none."""
+
+    @abstractmethod
+    def list_sessions(self) -> list[str]:
+        """Every session key, most recent activity first."""
+
+    # Provided operations, in the trait's order.
+
+    def load_with_timestamps(self, session_key: str) -> list[TimestampedMessage]:
+        """As load, each message with its index and created_at (null when the backend keeps none)."""
+        return [
+            TimestampedMessage(role=m.role, content=m.content, created_at=None, index=i)
+            for i, m in enumerate(self.load(session_key))
+        ]
+
+    def update_last(self, session_key: str, message: ChatMessage) -> bool:
+        """Replace the last message (streaming responses); False if the session is empty."""
+        self.check_message(message)
+        if not self.remove_last(session_key):
+            return False
+        self.append(session_key, message)
+        return True
+
+    def list_sessions_with_metadata(
+        self, limit: int | None = None, offset: int = 0, agent_alias: str | None = None
+    ) -> list[SessionMetadata]:
+        """Metadata of sessions, most recent activity first; optionally only those attributed to agent_alias."""
+        found = (self.get_session_metadata(key) for key in self.list_sessions())
+        rows = [m for m in found if m is not None and (agent_alias is None or m.agent_alias == agent_alias)]
+        stop = None if limit is None else offset + limit
+        return rows[offset:stop]
+
+    def compact(self, session_key: str) -> int:
+        """Remove adjacent exact duplicates (same role and content); return how many went."""
+        messages = self.load(session_key)
+        kept = [m for i, m in enumerate(messages) if i == 0 or m != messages[i - 1]]
+        removed = len(messages) - len(kept)
+        if removed:
+            self.clear_messages(session_key)
+            for message in kept:
+                self.append(session_key, message)
+        return removed
+
+    def cleanup_stale(self, ttl_hours: int) -> int:
+        """Delete sessions idle for more than ttl_hours, except running ones; return how many."""
+        cutoff = datetime.now(UTC) - timedelta(hours=ttl_hours)
+        removed = 0
+        for meta in self.list_sessions_with_metadata():
+            state = self.get_session_state(meta.key)
+            if state is not None and state.state == "running":
+                continue
+            if meta.last_activity is not None and meta.last_activity < cutoff and self.delete_session(meta.key):
+                removed += 1
+        return removed
+
+    def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
+        """Sessions ranked by their best matching message; an empty keyword lists recent sessions."""
+        if not (query.keyword or "").strip():
+            return self.list_sessions_with_metadata(limit=query.limit, agent_alias=agent_alias)
+        best: dict[str, float] = {}
+        for hit in self.search_messages(query.keyword or "", limit=None, agent_alias=agent_alias):
+            best[hit.session_key] = max(best.get(hit.session_key, 0.0), hit.score)
+        found = [m for key in best if (m := self.get_session_metadata(key)) is not None]
+        found.sort(key=lambda m: (best[m.key], m.last_activity or datetime.min.replace(tzinfo=UTC)), reverse=True)
+        return found[: query.limit]
+
+    def clear_messages(self, session_key: str) -> int:
+        """Delete every message, keep the session; return how many. O(n) remove_last calls: override it."""
+        removed = 0
+        while self.remove_last(session_key):
+            removed += 1
+        return removed
+
+    def delete_session(self, session_key: str) -> bool:
+        """Remove the session and its messages; True if it existed."""
+        existed = session_key in self.list_sessions()
+        self.clear_messages(session_key)
+        return existed
+
+    def set_session_name(self, session_key: str, name: str) -> None:
+        """Set the human-readable name; empty clears it. No-op for backends that keep no names."""
+
+    def get_session_name(self, session_key: str) -> str | None:
+        """The human-readable name, if set."""
+        return None
+
+    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> None:
+        """Record the agent that owns the session; empty clears it. No-op without attribution."""
+
+    def get_session_agent_alias(self, session_key: str) -> str | None:
+        """The agent the session is attributed to, if recorded."""
+        return None
+
+    def set_session_context(self, session_key: str, context: SessionContext) -> None:
+        """Record channel / room / sender routing. No-op without routing columns."""
+
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        """Metadata of one session; this default derives it from load and stamps the times with now."""
+        if session_key not in self.list_sessions():
+            return None
+        now = datetime.now(UTC)
+        return SessionMetadata(
+            key=session_key,
+            name=self.get_session_name(session_key),
+            created_at=now,
+            last_activity=now,
+            message_count=len(self.load(session_key)),
+            agent_alias=self.get_session_agent_alias(session_key),
+        )
+
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
+        """Set idle / running / error ...; turn_id names the current turn. No-op without state."""
+
+    def get_session_state(self, session_key: str) -> SessionState | None:
+        """The session's state; None if the backend does not track state."""
+        return None
+
+    def list_running_sessions(self) -> list[SessionMetadata]:
+        """Sessions in state running."""
+        return []
+
+    def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
+        """Sessions running for longer than threshold_secs, longest first."""
+        return []
+
+    # Beyond the trait: what an agent needs to recall, and paging.
+
+    def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
+        """A Python-style slice of the session's messages and its total count."""
+        messages = self.load_with_timestamps(session_key)
+        start, stop = slice_bounds(len(messages), offset, limit)
+        return MessagePage(messages=messages[start:stop], total=len(messages))
+
+    def search_messages(
+        self,
+        query: str,
+        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
+        session_key: str | None = None,
+        agent_alias: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MessageHit]:
+        """Messages matching any word of query, best first; this default scans every session."""
+        from .terms import Analyzer, make_snippet
+
+        analyzer = Analyzer.shared()
+        wanted = set(analyzer.query_terms(query))
+        if not wanted:
+            return []
+        hits: list[tuple[float, int, MessageHit]] = []
+        keys = [session_key] if session_key is not None else self.list_sessions()
+        for order, key in enumerate(keys):
+            if agent_alias is not None and self.get_session_agent_alias(key) != agent_alias:
+                continue
+            for message in self.load_with_timestamps(key):
+                if role is not None and message.role != role:
+                    continue
+                if since is not None and (message.created_at is None or message.created_at < since):
+                    continue
+                if until is not None and (message.created_at is None or message.created_at > until):
+                    continue
+                matched = wanted & set(analyzer.document_terms(message.content))
+                if matched:
+                    hit = MessageHit(
+                        session_key=key,
+                        index=message.index,
+                        role=message.role,
+                        snippet=make_snippet(message.content, matched, analyzer),
+                        created_at=message.created_at,
+                        score=float(len(matched)),
+                    )
+                    hits.append((hit.score, -order, hit))
+        hits.sort(key=lambda h: (h[0], h[1], h[2].index), reverse=True)
+        return [h[2] for h in hits[:limit]]

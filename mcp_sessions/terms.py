@@ -1,0 +1,229 @@
+"""Text to search terms: case and accent folding, Snowball stems, identifier parts, CJK bigrams, snippets."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import duckdb
+
+# A word, or words joined by dots (versions like 1.5.5, names like file.py); \w holds "_", so
+# update_last is one token. Everything else, control characters included, separates tokens.
+_TOKEN = re.compile(r"\w+(?:\.\w+)*")
+_PART_SPLIT = re.compile(r"[._]+")
+# camelCase and HTTPServer boundaries: a lower/digit before an upper, or an upper before upper+lower.
+_CAMEL = re.compile(r"(?<=[^\W_A-Z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+# Scripts written without spaces between words: indexed as single characters and bigrams,
+# so any substring of the text finds it.
+_UNSPACED_RANGES = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1100, 0x11FF),  # Hangul Jamo
+    (0x1780, 0x17FF),  # Khmer
+    (0x2E80, 0x2FDF),  # CJK radicals
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3100, 0x31FF),  # Bopomofo, Hangul compatibility Jamo, Katakana extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA960, 0xA97F),  # Hangul Jamo extended A
+    (0xAC00, 0xD7FF),  # Hangul syllables, Jamo extended B
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFFDC),  # half-width Katakana and Hangul
+    (0x20000, 0x3FFFF),  # CJK extensions B onwards
+)
+
+# The Snowball stemmer for each script the fts extension has one for.
+_STEMMER_BY_SCRIPT = {"LATIN": "english", "CYRILLIC": "russian", "GREEK": "greek", "ARABIC": "arabic"}
+# Scripts whose combining marks are accents or vowel points (cafe finds café); elsewhere they are letters.
+_FOLD_MARKS = {"LATIN", "GREEK", "ARABIC", "HEBREW"}
+
+SNIPPET_CHARS = 300
+_STEM_CACHE_MAX = 200_000
+
+
+def _unspaced(ch: str) -> bool:
+    code = ord(ch)
+    return any(low <= code <= high for low, high in _UNSPACED_RANGES)
+
+
+def _script(word: str) -> str | None:
+    for ch in word:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            return name.split(" ", 1)[0] if name else None
+    return None
+
+
+def term_id(term: str) -> int:
+    """A stable signed 64-bit id for a term (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
+
+
+def fts_extension_path() -> Path:
+    """The fts extension file shipped by the duckdb-extension-fts wheel for this DuckDB version."""
+    version = duckdb.__version__
+    try:
+        import duckdb_extension_fts
+    except ImportError:
+        raise RuntimeError(
+            f"DuckDB's fts extension is missing: install the package duckdb-extension-fts=={version}"
+            f" (pip install 'duckdb-extension-fts=={version}')"
+        ) from None
+    path = Path(duckdb_extension_fts.__file__).parent / "extensions" / f"v{version}" / "fts.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(
+            f"duckdb-extension-fts does not match duckdb {version}: install duckdb-extension-fts=={version}"
+        )
+    return path
+
+
+class Stemmer:
+    """Snowball stems from the fts extension's stem(), cached, computed in batches on a private connection."""
+
+    def __init__(self) -> None:
+        self._conn = duckdb.connect(":memory:")
+        try:
+            self._conn.execute(f"LOAD '{fts_extension_path()}'")
+        except duckdb.Error as exc:
+            raise RuntimeError(
+                f"DuckDB's fts extension could not be loaded ({exc}): install duckdb-extension-fts=={duckdb.__version__}"
+            ) from exc
+        self._cache: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def stem_all(self, words: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Stems of (word, language) pairs."""
+        wanted = set(words)
+        missing: dict[str, list[str]] = {}
+        for word, language in wanted:
+            if (word, language) not in self._cache:
+                missing.setdefault(language, []).append(word)
+        if missing:
+            with self._lock:
+                if len(self._cache) > _STEM_CACHE_MAX:
+                    self._cache.clear()
+                for language, batch in missing.items():
+                    row = self._conn.execute(
+                        "SELECT list_transform(?::VARCHAR[], w -> stem(w, ?))", [batch, language]
+                    ).fetchone()
+                    assert row is not None
+                    self._cache.update(((w, language), s) for w, s in zip(batch, row[0], strict=True))
+        cache = self._cache
+        return {pair: cache.get(pair) or pair[0] for pair in wanted}
+
+
+class Analyzer:
+    """Turns text into terms; the same rules serve documents and queries."""
+
+    _shared: Analyzer | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, stemmer: Stemmer | None = None) -> None:
+        self._stemmer = stemmer or Stemmer()
+
+    @classmethod
+    def shared(cls) -> Analyzer:
+        """One analyzer per process: its stem cache is worth sharing."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def _raw_terms(self, text: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
+        """(term, stem language or None) for each term of text, in order, repeats kept."""
+        for match in _TOKEN.finditer(text):
+            token = unicodedata.normalize("NFKC", match.group())
+            yield from self._token_terms(token, query=query)
+
+    def _token_terms(self, token: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
+        run: list[str] = []
+        spaced: list[str] = []
+        for ch in token + " ":
+            if ch != " " and _unspaced(ch):
+                if spaced:
+                    yield from self._word_terms("".join(spaced))
+                    spaced = []
+                run.append(ch)
+            else:
+                if run:
+                    yield from self._unspaced_terms("".join(run), query=query)
+                    run = []
+                if ch != " ":
+                    spaced.append(ch)
+        if spaced:
+            yield from self._word_terms("".join(spaced))
+
+    @staticmethod
+    def _unspaced_terms(run: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
+        run = run.casefold()
+        if not query or len(run) == 1:
+            for ch in run:
+                yield ch, None
+        for i in range(len(run) - 1):
+            yield run[i : i + 2], None
+
+    def _word_terms(self, word: str) -> Iterator[tuple[str, str | None]]:
+        parts = [p for piece in _PART_SPLIT.split(word) for p in _CAMEL.split(piece) if p]
+        if len(parts) > 1:
+            yield _fold(word.casefold()), None
+        for part in parts:
+            folded = _fold(part.casefold())
+            if folded.isalpha():
+                yield folded, _STEMMER_BY_SCRIPT.get(_script(folded) or "")
+            else:
+                yield folded, None
+
+    def _stemmed(self, raw: list[tuple[str, str | None]]) -> list[str]:
+        stems = self._stemmer.stem_all((t, lang) for t, lang in raw if lang is not None)
+        return [t if lang is None else stems[(t, lang)] for t, lang in raw]
+
+    def document_terms(self, text: str) -> list[str]:
+        """Every term of a message, repeats kept (term frequency counts them)."""
+        return self._stemmed(list(self._raw_terms(text, query=False)))
+
+    def query_terms(self, text: str) -> list[str]:
+        """The distinct terms of a query, in order; empty when it holds no searchable word."""
+        return list(dict.fromkeys(self._stemmed(list(self._raw_terms(text, query=True)))))
+
+    def first_match(self, text: str, terms: set[str]) -> tuple[int, int] | None:
+        """Span of the first token of text that yields one of terms."""
+        for match in _TOKEN.finditer(text):
+            token = unicodedata.normalize("NFKC", match.group())
+            if terms.intersection(self._stemmed(list(self._token_terms(token, query=False)))):
+                return match.span()
+        return None
+
+
+def _fold(word: str) -> str:
+    if word.isascii():
+        return word
+    script = _script(word)
+    if script in _FOLD_MARKS:
+        decomposed = unicodedata.normalize("NFD", word)
+        word = unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
+    elif script == "CYRILLIC":
+        word = word.replace("ё", "е")
+    return word
+
+
+def make_snippet(content: str, terms: set[str], analyzer: Analyzer) -> str:
+    """At most SNIPPET_CHARS of content around its first matching word, cut at spaces where it can."""
+    if len(content) <= SNIPPET_CHARS:
+        return content
+    span = analyzer.first_match(content, terms) or (0, 0)
+    start = max(0, min(span[0] - SNIPPET_CHARS // 3, len(content) - SNIPPET_CHARS))
+    end = start + SNIPPET_CHARS
+    if start > 0:
+        space = content.find(" ", start, span[0])
+        if space != -1 and space + 1 < span[0]:
+            start = space + 1
+    if end < len(content):
+        space = content.rfind(" ", max(span[1], start), end)
+        if space > span[1]:
+            end = space
+    return content[start:end]
