@@ -98,6 +98,15 @@ def _int_range(argument: str, low: int, high: int | None = None) -> AfterValidat
     return AfterValidator(check)
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Stored times are UTC; a naive one read back from the store is UTC wall-clock time.
+UtcTime = Annotated[datetime | None, AfterValidator(_as_utc)]
+
 SessionKey = Annotated[str, AfterValidator(check_session_key), Field(description="The session's key, as given.")]
 Role = Annotated[str, _non_empty("role"), _max_chars("role", MAX_ROLE_CHARS)]
 Name = Annotated[str, _text_rule("name")]
@@ -131,7 +140,7 @@ class TimestampedMessage(BaseModel):
 
     role: str
     content: str
-    created_at: datetime | None
+    created_at: UtcTime
     index: int
 
 
@@ -155,8 +164,8 @@ class SessionMetadata(BaseModel):
 
     key: str
     name: str | None = None
-    created_at: datetime | None = None
-    last_activity: datetime | None = None
+    created_at: UtcTime = None
+    last_activity: UtcTime = None
     message_count: int = 0
     agent_alias: str | None = None
     channel_id: str | None = None
@@ -169,7 +178,7 @@ class SessionState(BaseModel):
 
     state: str
     turn_id: str | None = None
-    turn_started_at: datetime | None = None
+    turn_started_at: UtcTime = None
 
 
 class MessageHit(BaseModel):
@@ -179,7 +188,7 @@ class MessageHit(BaseModel):
     index: int
     role: str
     snippet: str
-    created_at: datetime | None
+    created_at: UtcTime
     score: float
 
 

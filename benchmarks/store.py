@@ -1,0 +1,373 @@
+"""Benchmark DuckDBSessionBackend against a plain SQLite FTS5 baseline on a synthetic chat corpus.
+
+    .venv/bin/python -m benchmarks.store [--sizes 10000,100000,1000000] [--quick]
+
+Each (store, size) runs in its own process, one after another, so peak RSS is that store's alone. Prints a
+markdown table and appends it to benchmarks/results/store-<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/store.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
+from mcp_sessions.models import ChatMessage, SessionQuery
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+STORES = ("duckdb", "sqlite")
+DEFAULT_SIZES = "10000,100000"
+FAST_REPS, SEARCH_REPS, WARMUP = 200, 50, 3
+QUICK_FAST_REPS, QUICK_SEARCH_REPS = 20, 5
+
+# (key, label) in table order; latency rows are in ms, the others carry their unit in the label.
+LATENCY_OPS = (
+    ("append", "append (existing session)"),
+    ("update_last", "update_last (just appended)"),
+    ("load_page_200", "load_page, 200-message session"),
+    ("load_page_last20", "load_page offset=-20, big session"),
+    ("search_common", f"search common word ({COMMON_WORD!r})"),
+    ("search_rare", f"search rare word ({RARE_WORD!r})"),
+    ("search_three", f"search three words ({THREE_WORDS!r})"),
+    ("search_messages_common", "search_messages common word, limit 20"),
+    ("update_last_old", "update_last, old message (merged postings)"),
+    ("remove_last_old", "remove_last, old message (merged postings)"),
+)
+
+
+def _open(store: str, path: Path) -> Any:
+    if store == "duckdb":
+        from mcp_sessions.store.duckdb import DuckDBSessionBackend
+
+        return DuckDBSessionBackend(str(path))
+    from benchmarks.sqlite_fts import SQLiteFTSBackend
+
+    return SQLiteFTSBackend(str(path))
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _error(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
+
+
+def _time(call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> list[float]:
+    """Milliseconds of each of reps calls call(i), after warmup untimed calls call(-1 - j)."""
+    for j in range(warmup):
+        call(-1 - j)
+    samples: list[float] = []
+    for i in range(reps):
+        started = time.perf_counter()
+        call(i)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, generation_s: float) -> dict[str, Any]:
+    """Build one store of size messages in folder, then time each operation; errors are recorded, not raised."""
+    corpus = Corpus(size)
+    result: dict[str, Any] = {"store": store, "size": size, "ops": {}, "errors": {}, "checks": {}}
+    result["rss_before_open_mib"] = _peak_rss_mib()
+    path = folder / ("sessions.duckdb" if store == "duckdb" else "sessions.sqlite")
+    try:
+        backend = _open(store, path)
+    except BaseException as exc:
+        result["errors"]["open"] = _error(exc)
+        return result
+
+    started = time.perf_counter()
+    try:
+        added = backend.append_many(corpus.rows())
+    except BaseException as exc:
+        result["errors"]["append_many"] = _error(exc)
+        return result
+    import_s = time.perf_counter() - started
+    result["import_s"] = import_s
+    result["import_rate"] = size / max(import_s - generation_s, 1e-9)
+    if added != size:
+        result["checks"]["append_many"] = f"returned {added!r}, expected {size}"
+    started = time.perf_counter()
+    try:
+        backend.optimize()
+        result["optimize_s"] = time.perf_counter() - started
+    except BaseException as exc:
+        result["errors"]["optimize"] = _error(exc)
+    result["rss_after_import_mib"] = _peak_rss_mib()
+    result["file_bytes_after_import"] = _folder_bytes(folder)
+
+    rng = random.Random(7)
+    regular = corpus.regular_sessions[:]
+    rng.shuffle(regular)
+    # Disjoint session groups: appends land on A; the old-message edits on B and C touch only imported rows.
+    cut_a, cut_b = max(1, len(regular) // 10), max(2, len(regular) * 11 // 20)
+    group_a, group_b, group_c = regular[:cut_a], regular[cut_a:cut_b], regular[cut_b:]
+    messages = [corpus.message(rng, "assistant") for _ in range(2 * fast + 2 * WARMUP)]
+
+    def measure(op: str, call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> None:
+        try:
+            result["ops"][op] = _time(call, reps, warmup)
+        except BaseException as exc:
+            result["errors"][op] = _error(exc)
+
+    def check(name: str, got: object, expected: object) -> None:
+        if got != expected:
+            result["checks"][name] = f"got {got!r}, expected {expected!r}"
+
+    try:
+        page = backend.load_page(PAGE_SESSION, offset=None, limit=None)
+        check("load_page 200 total", (page.total, len(page.messages)), (200, 200))
+        last = backend.load_page(BIG_SESSION, offset=-20, limit=None)
+        big = corpus.big_session_messages
+        check("load_page big last 20", (last.total, [m.index for m in last.messages]), (big, list(range(big - 20, big))))
+        rare = backend.search(SessionQuery(keyword=RARE_WORD, limit=50))
+        result["rare_sessions"] = sorted(m.key for m in rare)
+    except BaseException as exc:
+        result["errors"]["checks"] = _error(exc)
+
+    measure("load_page_200", lambda i: backend.load_page(PAGE_SESSION, offset=None, limit=None), fast)
+    measure("load_page_last20", lambda i: backend.load_page(BIG_SESSION, offset=-20, limit=None), fast)
+    measure("append", lambda i: backend.append(group_a[i % len(group_a)], messages[i]), fast)
+    measure("update_last", lambda i: backend.update_last(group_a[i % len(group_a)], messages[fast + WARMUP + i]), fast)
+    # The searches run with the few hundred unmerged messages the writes above left, as a live server would.
+    for op, keyword in (("search_common", COMMON_WORD), ("search_rare", RARE_WORD), ("search_three", THREE_WORDS)):
+        measure(op, lambda i, k=keyword: backend.search(SessionQuery(keyword=k, limit=50)), searches)
+    measure("search_messages_common", lambda i: backend.search_messages(COMMON_WORD, limit=20), searches)
+    old_edits = min(fast, len(group_b))
+    result["reps_update_last_old"] = old_edits
+    measure(
+        "update_last_old",
+        lambda i: backend.update_last(group_b[i] if i >= 0 else group_c[i], messages[i]),
+        old_edits,
+    )
+    measure("remove_last_old", lambda i: backend.remove_last(group_c[i % len(group_c)]), fast)
+    try:
+        hits = backend.search_messages(COMMON_WORD, limit=20)
+        check("search_messages limit 20", len(hits), 20)
+    except BaseException as exc:
+        result["errors"]["checks"] = _error(exc)
+
+    try:
+        backend.close()
+    except BaseException as exc:
+        result["errors"]["close"] = _error(exc)
+    result["peak_rss_mib"] = _peak_rss_mib()
+    result["file_bytes"] = _folder_bytes(folder)
+    return result
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ratio(duck: float | None, lite: float | None) -> str:
+    if duck is None or lite is None or lite == 0:
+        return "—"
+    return f"{duck / lite:.2f}"
+
+
+def table(results: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """The markdown table: one row per (operation, size)."""
+    lines = [
+        "| operation | size | duckdb p50 | duckdb p95 | sqlite p50 | sqlite p95 | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, by_store in results.items():
+        duck, lite = by_store.get("duckdb", {}), by_store.get("sqlite", {})
+        for op, label in LATENCY_OPS:
+            d, s = duck.get("ops", {}).get(op), lite.get("ops", {}).get(op)
+            dp50 = statistics.median(d) if d else None
+            sp50 = statistics.median(s) if s else None
+            cells = [
+                f"{label}, ms",
+                f"{size:,}",
+                _fmt(dp50) if d else ("error" if op in duck.get("errors", {}) else "—"),
+                _fmt(_p95(d)) if d else "",
+                _fmt(sp50) if s else ("error" if op in lite.get("errors", {}) else "—"),
+                _fmt(_p95(s)) if s else "",
+                _ratio(dp50, sp50),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        singles = (
+            ("import (append_many), messages/s, generation excluded", "import_rate", 1.0),
+            ("import wall time incl. generation, s", "import_s", 1.0),
+            ("optimize() after import, s", "optimize_s", 1.0),
+            ("peak RSS after import + optimize, MiB", "rss_after_import_mib", 1.0),
+            ("peak RSS at end, MiB", "peak_rss_mib", 1.0),
+            ("file size after import + optimize, MiB", "file_bytes_after_import", 1 / 2**20),
+            ("file size at end (closed), MiB", "file_bytes", 1 / 2**20),
+        )
+        for label, field, scale in singles:
+            dv, sv = duck.get(field), lite.get(field)
+            dv = None if dv is None else dv * scale
+            sv = None if sv is None else sv * scale
+            lines.append(f"| {label} | {size:,} | {_fmt(dv)} |  | {_fmt(sv)} |  | {_ratio(dv, sv)} |")
+    return "\n".join(lines)
+
+
+def notes(results: dict[int, dict[str, dict[str, Any]]], generation: dict[int, float]) -> str:
+    """Per size: corpus shape, repetitions, errors and check failures of each store."""
+    out: list[str] = []
+    for size, by_store in results.items():
+        corpus = Corpus(size)
+        out.append(
+            f"- size {size:,}: {len(corpus.sessions):,} sessions (big session {corpus.big_session_messages:,} messages);"
+            f" generating the corpus alone took {generation[size]:.1f} s"
+        )
+        rare = {store: r.get("rare_sessions") for store, r in by_store.items()}
+        if len({json.dumps(v) for v in rare.values()}) > 1:
+            out.append(f"  - the stores disagree on the sessions holding {RARE_WORD!r}: {rare}")
+        for store, r in by_store.items():
+            reps = {op: len(v) for op, v in r.get("ops", {}).items()}
+            if reps:
+                out.append(f"  - {store} repetitions: " + ", ".join(f"{op} {n}" for op, n in reps.items()))
+            for op, message in r.get("errors", {}).items():
+                out.append(f"  - **{store} {op} failed**: `{message}`")
+            for name, message in r.get("checks", {}).items():
+                out.append(f"  - **{store} check {name}**: {message}")
+            if "rss_before_open_mib" in r:
+                out.append(f"  - {store} process RSS before opening the store: {r['rss_before_open_mib']:.0f} MiB")
+    return "\n".join(out)
+
+
+def _generation_seconds(size: int) -> float:
+    started = time.perf_counter()
+    for _ in Corpus(size).rows():
+        pass
+    return time.perf_counter() - started
+
+
+def _spawn(store: str, size: int, fast: int, searches: int, generation_s: float) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{store}-{size}-"))
+    try:
+        command = [
+            sys.executable, "-m", "benchmarks.store", "--worker", store, "--size", str(size), "--dir", str(folder),
+            "--fast-reps", str(fast), "--search-reps", str(searches), "--generation-seconds", str(generation_s),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        sys.stderr.write(done.stderr)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"store": store, "size": size, "ops": {}, "errors": {"worker": f"exit {done.returncode}: {tail}"}}
+        return json.loads(lines[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int) -> str:
+    import duckdb
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    except OSError:
+        commit, dirty = "?", ""
+    command = "python -m benchmarks.store " + " ".join(sys.argv[1:])
+    return "\n".join(
+        [
+            f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: sizes {', '.join(f'{s:,}' for s in sizes)}",
+            "",
+            f"`{command.strip()}` at {commit}{' (uncommitted changes)' if dirty.strip() else ''};"
+            f" Python {platform.python_version()}, DuckDB {duckdb.__version__}, SQLite {sqlite3.sqlite_version},"
+            f" {os.cpu_count()} CPUs, {platform.machine()}. Latencies in ms: median (p50) and p95 over"
+            f" {fast} repetitions (searches {searches}) after {WARMUP} untimed calls; ratio = duckdb p50 / sqlite p50"
+            " (below 1: DuckDB faster or smaller). Each store is built and measured in its own process, on disk in a"
+            " temp folder. DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content"
+            " FTS5 (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
+            " The import rate subtracts the time generating the corpus takes on its own.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", help=f"comma-separated corpus sizes in messages (default {DEFAULT_SIZES})")
+    parser.add_argument("--quick", action="store_true", help="few repetitions; sizes default to 10000")
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated: duckdb,sqlite")
+    parser.add_argument("--out", type=Path, help="markdown file to append to (default results/store-<date>.md)")
+    parser.add_argument("--worker", choices=STORES, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--fast-reps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--search-reps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--generation-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = run_worker(
+            args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds
+        )
+        print(json.dumps(result))
+        return
+
+    sizes = [int(s.replace("_", "")) for s in (args.sizes or ("10000" if args.quick else DEFAULT_SIZES)).split(",")]
+    fast, searches = (QUICK_FAST_REPS, QUICK_SEARCH_REPS) if args.quick else (FAST_REPS, SEARCH_REPS)
+    stores = [s for s in args.stores.split(",") if s]
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    generation: dict[int, float] = {}
+    for size in sizes:
+        generation[size] = _generation_seconds(size)
+        print(f"size {size:,}: corpus generation alone {generation[size]:.1f} s", file=sys.stderr, flush=True)
+        results[size] = {}
+        for store in stores:
+            started = time.perf_counter()
+            results[size][store] = _spawn(store, size, fast, searches, generation[size])
+            print(f"size {size:,}: {store} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    report = "\n\n".join([_header(args, sizes, fast, searches), table(results), notes(results, generation)]) + "\n"
+    print(report)
+    out = args.out or RESULTS / f"store-{datetime.now(UTC):%Y-%m-%d}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existed = out.exists()
+    with out.open("a", encoding="utf-8") as f:
+        f.write(("\n" if existed else "# Store benchmark: DuckDB vs SQLite FTS5\n\n") + report)
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""build_server(backend) -> MCPServer: one tool per SessionBackend operation, named and shaped as CONTRACT.md says."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import duckdb
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp_types import ToolAnnotations
+from pydantic import ConfigDict, Field, WithJsonSchema
+
+from . import __version__
+from .backend import SessionBackend
+from .models import (
+    AgentAlias,
+    ChatMessage,
+    InvalidArgument,
+    ListLimit,
+    LoadLimit,
+    Name,
+    Offset,
+    Role,
+    SearchMessagesLimit,
+    SessionContext,
+    SessionKey,
+    SessionMetadata,
+    SessionQuery,
+    SessionState,
+    Since,
+    State,
+    ThresholdSecs,
+    TtlHours,
+    TurnId,
+    Until,
+)
+from .results import (
+    AppendResult,
+    CleanupStaleResult,
+    ClearMessagesResult,
+    CompactResult,
+    DeleteSessionResult,
+    GetSessionAgentAliasResult,
+    GetSessionMetadataResult,
+    GetSessionNameResult,
+    GetSessionStateResult,
+    ListRunningSessionsResult,
+    ListSessionsResult,
+    ListSessionsWithMetadataResult,
+    ListStuckSessionsResult,
+    LoadResult,
+    LoadWithTimestampsResult,
+    RemoveLastResult,
+    SearchMessagesResult,
+    SearchResult,
+    SetSessionAgentAliasResult,
+    SetSessionContextResult,
+    SetSessionNameResult,
+    SetSessionStateResult,
+    UpdateLastResult,
+)
+from .store.errors import StoreReadOnly
+
+READ_ONLY_TOOLS = frozenset(
+    {
+        "load",
+        "load_with_timestamps",
+        "list_sessions",
+        "list_sessions_with_metadata",
+        "search",
+        "get_session_name",
+        "get_session_agent_alias",
+        "get_session_metadata",
+        "get_session_state",
+        "list_running_sessions",
+        "list_stuck_sessions",
+        "search_messages",
+    }
+)
+DESTRUCTIVE_TOOLS = frozenset(
+    {"remove_last", "update_last", "compact", "cleanup_stale", "clear_messages", "delete_session"}
+)
+# Write tools whose second identical call changes the store again: append adds another message,
+# remove_last takes another one, and set_session_state restarts turn_started_at of a running turn.
+REPEATING_TOOLS = frozenset({"append", "remove_last", "set_session_state"})
+
+TITLES = {
+    "load": "Load a session's messages",
+    "load_with_timestamps": "Load messages with times and positions",
+    "append": "Append a message",
+    "remove_last": "Remove the last message",
+    "update_last": "Replace the last message",
+    "list_sessions": "List session keys",
+    "list_sessions_with_metadata": "List sessions with metadata",
+    "compact": "Remove duplicate messages",
+    "cleanup_stale": "Delete stale sessions",
+    "search": "Search sessions",
+    "clear_messages": "Clear a session's messages",
+    "delete_session": "Delete a session",
+    "set_session_name": "Name a session",
+    "get_session_name": "Get a session's name",
+    "set_session_agent_alias": "Attribute a session to an agent",
+    "get_session_agent_alias": "Get a session's agent",
+    "set_session_context": "Set a session's routing context",
+    "get_session_metadata": "Get a session's metadata",
+    "set_session_state": "Set a session's run state",
+    "get_session_state": "Get a session's run state",
+    "list_running_sessions": "List running sessions",
+    "list_stuck_sessions": "List stuck sessions",
+    "search_messages": "Search past messages",
+}
+
+INSTRUCTIONS = (
+    "Session memory for agents: conversations stored as sessions of messages, with live full-text search. "
+    "To recall something from a past conversation, call search_messages with a few words, then load the "
+    "hit's session_key with offset/limit around the hit's index to read the surrounding turns."
+)
+
+# A date alone is accepted as well as a time, which the SDK's format "date-time" would deny.
+_TimeSchema = WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "ISO 8601 time or date; UTC without an offset."}
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServer:
+    """An MCP server with a tool per backend operation; read_only registers only the tools that read."""
+
+    def load(session_key: SessionKey, offset: int | None = None, limit: LoadLimit | None = None) -> LoadResult:
+        """Read a session's messages, oldest first. Use it to recall a conversation, together with
+        search_messages: search finds the message (session_key, index), load reads the turns around it.
+        Without limit it returns every message, so page long sessions with offset/limit: offset counts from
+        the start, or from the end when negative (offset -20 is the last 20 messages); limit is at least 1.
+        Returns {session_key, messages: [{role, content}], total}; total counts the whole session, and a
+        missing session gives no messages and total 0."""
+        page = backend.load_page(session_key, offset, limit)
+        messages = [ChatMessage(role=m.role, content=m.content) for m in page.messages]
+        return LoadResult(session_key=session_key, messages=messages, total=page.total)
+
+    def load_with_timestamps(
+        session_key: SessionKey, offset: int | None = None, limit: LoadLimit | None = None
+    ) -> LoadWithTimestampsResult:
+        """Same as load, with each message's created_at (ISO 8601 UTC, null when unknown) and its 0-based
+        index in the session. Page long sessions with offset/limit (negative offset counts from the end).
+        Returns {session_key, messages: [{role, content, created_at, index}], total}."""
+        page = backend.load_page(session_key, offset, limit)
+        return LoadWithTimestampsResult(session_key=session_key, messages=page.messages, total=page.total)
+
+    def append(session_key: SessionKey, message: ChatMessage) -> AppendResult:
+        """Add one message {role, content} at the end of a session, creating the session if it is new.
+        The message is searchable as soon as this returns. Returns {session_key, message_count}."""
+        backend.append(session_key, message)
+        metadata = backend.get_session_metadata(session_key)
+        return AppendResult(session_key=session_key, message_count=metadata.message_count if metadata else 0)
+
+    def remove_last(session_key: SessionKey) -> RemoveLastResult:
+        """Delete the last message of a session. Returns {removed}: false when the session is empty or
+        missing."""
+        return RemoveLastResult(removed=backend.remove_last(session_key))
+
+    def update_last(session_key: SessionKey, message: ChatMessage) -> UpdateLastResult:
+        """Replace role and content of a session's last message, as when persisting a streamed answer:
+        append a placeholder, then update_last as more arrives. Search sees the new content only.
+        Returns {updated}: false when the session is empty or missing."""
+        return UpdateLastResult(updated=backend.update_last(session_key, message))
+
+    def list_sessions() -> ListSessionsResult:
+        """Every session key, most recent activity first. Returns {sessions: [key]}; for names, counts and
+        times use list_sessions_with_metadata."""
+        return ListSessionsResult(sessions=backend.list_sessions())
+
+    def list_sessions_with_metadata(
+        limit: ListLimit | None = None, offset: Offset = 0
+    ) -> ListSessionsWithMetadataResult:
+        """Sessions with their metadata (key, name, created_at, last_activity, message_count, agent_alias,
+        channel_id, room_id, sender_id), most recent activity first. Page with limit (1-1000) and offset
+        (at least 0; past the end gives an empty list). Returns {sessions: [metadata]}."""
+        return ListSessionsWithMetadataResult(sessions=backend.list_sessions_with_metadata(limit, offset))
+
+    def compact(session_key: SessionKey) -> CompactResult:
+        """Remove adjacent exact duplicates (same role and content, one after the other) from a session.
+        Returns {removed}: how many messages went."""
+        return CompactResult(removed=backend.compact(session_key))
+
+    def cleanup_stale(ttl_hours: TtlHours) -> CleanupStaleResult:
+        """Delete every session, messages and metadata, with no activity for more than ttl_hours hours
+        (at least 0), except sessions in state running. Returns {removed}: how many sessions went."""
+        return CleanupStaleResult(removed=backend.cleanup_stale(ttl_hours))
+
+    def search(query: SessionQuery) -> SearchResult:
+        """Find sessions by words: query {keyword, limit}. Words are OR'ed, matched case- and
+        accent-insensitively by stem; a session ranks by its best message, ties to the more recent.
+        An empty or missing keyword lists sessions by recent activity. limit defaults to 50 (at most 1000).
+        Returns {sessions: [metadata]}, best first. To find the messages themselves, use search_messages."""
+        return SearchResult(sessions=backend.search(query))
+
+    def clear_messages(session_key: SessionKey) -> ClearMessagesResult:
+        """Delete every message of a session but keep the session (its name, alias, context and state).
+        Returns {removed}: how many messages went."""
+        return ClearMessagesResult(removed=backend.clear_messages(session_key))
+
+    def delete_session(session_key: SessionKey) -> DeleteSessionResult:
+        """Delete a session entirely: messages and metadata. Returns {deleted}: true if it existed."""
+        return DeleteSessionResult(deleted=backend.delete_session(session_key))
+
+    def set_session_name(session_key: SessionKey, name: Name) -> SetSessionNameResult:
+        """Set a session's human-readable name (creating the session if it is new); an empty name clears it.
+        Returns {session_key, name}."""
+        backend.set_session_name(session_key, name)
+        return SetSessionNameResult(session_key=session_key, name=backend.get_session_name(session_key))
+
+    def get_session_name(session_key: SessionKey) -> GetSessionNameResult:
+        """A session's human-readable name. Returns {name}: null when unset or the session is missing."""
+        return GetSessionNameResult(name=backend.get_session_name(session_key))
+
+    def set_session_agent_alias(session_key: SessionKey, agent_alias: AgentAlias) -> SetSessionAgentAliasResult:
+        """Record which agent owns a session (creating the session if it is new); an empty alias clears it.
+        Returns {session_key, agent_alias}."""
+        backend.set_session_agent_alias(session_key, agent_alias)
+        alias = backend.get_session_agent_alias(session_key)
+        return SetSessionAgentAliasResult(session_key=session_key, agent_alias=alias)
+
+    def get_session_agent_alias(session_key: SessionKey) -> GetSessionAgentAliasResult:
+        """The agent a session is attributed to. Returns {agent_alias}: null when unset or missing."""
+        return GetSessionAgentAliasResult(agent_alias=backend.get_session_agent_alias(session_key))
+
+    def set_session_context(session_key: SessionKey, context: SessionContext) -> SetSessionContextResult:
+        """Record a session's routing context {channel_id, room_id, sender_id} (creating the session if it is
+        new): a missing or null field keeps its stored value, an empty string clears it.
+        Returns {session_key, channel_id, room_id, sender_id} as now stored."""
+        backend.set_session_context(session_key, context)
+        stored = backend.get_session_metadata(session_key) or SessionMetadata(key=session_key)
+        return SetSessionContextResult(
+            session_key=session_key, channel_id=stored.channel_id, room_id=stored.room_id, sender_id=stored.sender_id
+        )
+
+    def get_session_metadata(session_key: SessionKey) -> GetSessionMetadataResult:
+        """Everything known about one session: key, name, created_at, last_activity, message_count,
+        agent_alias, channel_id, room_id, sender_id. Returns {metadata}: null when the session is missing."""
+        return GetSessionMetadataResult(metadata=backend.get_session_metadata(session_key))
+
+    def set_session_state(
+        session_key: SessionKey, state: State, turn_id: TurnId | None = None
+    ) -> SetSessionStateResult:
+        """Set a session's run state (idle, running, error, ...; creating the session if it is new) and the
+        current turn_id. turn_started_at is set when the state is running and cleared otherwise.
+        Returns {session_key, state: {state, turn_id, turn_started_at}}."""
+        backend.set_session_state(session_key, state, turn_id)
+        stored = backend.get_session_state(session_key) or SessionState(state=state, turn_id=turn_id)
+        return SetSessionStateResult(session_key=session_key, state=stored)
+
+    def get_session_state(session_key: SessionKey) -> GetSessionStateResult:
+        """A session's run state {state, turn_id, turn_started_at}; a session that never had one is idle.
+        Returns {state}: null only when the session is missing."""
+        return GetSessionStateResult(state=backend.get_session_state(session_key))
+
+    def list_running_sessions() -> ListRunningSessionsResult:
+        """Sessions whose state is running. Returns {sessions: [metadata]}."""
+        return ListRunningSessionsResult(sessions=backend.list_running_sessions())
+
+    def list_stuck_sessions(threshold_secs: ThresholdSecs) -> ListStuckSessionsResult:
+        """Sessions in state running for longer than threshold_secs seconds (at least 0), as left by a crashed
+        turn. Returns {sessions: [metadata]}, longest stuck first."""
+        return ListStuckSessionsResult(sessions=backend.list_stuck_sessions(threshold_secs))
+
+    def search_messages(
+        query: str,
+        limit: SearchMessagesLimit = 20,
+        session_key: SessionKey | None = None,
+        agent_alias: AgentAlias | None = None,
+        role: Role | None = None,
+        since: Annotated[Since, _TimeSchema] = None,
+        until: Annotated[Until, _TimeSchema] = None,
+    ) -> SearchMessagesResult:
+        """Recall past conversations: find the messages that match any of the words in query, across every
+        session or filtered by session_key, agent_alias, role and an inclusive since/until time window
+        (ISO 8601; a date alone is midnight UTC). Matching ignores case and accents and matches word stems,
+        code identifiers and their parts, numbers and versions; any text is a valid query.
+        Returns {hits: [{session_key, index, role, snippet, created_at, score}]}, best (highest score) first,
+        at most limit (default 20, at most 200). To read the conversation around a hit, call load with its
+        session_key and an offset a few messages before its index."""
+        hits = backend.search_messages(query, limit, session_key, agent_alias, role, since, until)
+        return SearchMessagesResult(hits=hits)
+
+    operations = [
+        load,
+        load_with_timestamps,
+        append,
+        remove_last,
+        update_last,
+        list_sessions,
+        list_sessions_with_metadata,
+        compact,
+        cleanup_stale,
+        search,
+        clear_messages,
+        delete_session,
+        set_session_name,
+        get_session_name,
+        set_session_agent_alias,
+        get_session_agent_alias,
+        set_session_context,
+        get_session_metadata,
+        set_session_state,
+        get_session_state,
+        list_running_sessions,
+        list_stuck_sessions,
+        search_messages,
+    ]
+    tools = [_tool(fn) for fn in operations if not read_only or fn.__name__ in READ_ONLY_TOOLS]
+    return MCPServer("mcp-sessions", version=__version__, instructions=INSTRUCTIONS, tools=tools)
+
+
+def hints(name: str) -> ToolAnnotations:
+    """The contract's hints for a tool: read-only, or a write that is destructive or not."""
+    read_only = name in READ_ONLY_TOOLS
+    return ToolAnnotations(
+        title=TITLES[name],
+        read_only_hint=read_only,
+        destructive_hint=name in DESTRUCTIVE_TOOLS,
+        idempotent_hint=name not in REPEATING_TOOLS,
+        open_world_hint=False,
+    )
+
+
+def _tool(fn: Callable[..., Any]) -> Tool:
+    name = fn.__name__
+    tool = Tool.from_function(
+        _tool_errors(fn),
+        name=name,
+        title=TITLES[name],
+        description=inspect.cleandoc(fn.__doc__ or ""),
+        annotations=hints(name),
+        structured_output=True,
+    )
+    metadata = tool.fn_metadata
+    # The SDK's argument model ignores unknown keys; the contract wants them refused, at every level.
+    arguments = _forbid_extra(metadata.arg_model)
+    tool.fn_metadata = _ArgumentsAsSent(
+        arg_model=arguments,
+        output_schema=metadata.output_schema,
+        output_model=metadata.output_model,
+        wrap_output=metadata.wrap_output,
+    )
+    tool.parameters = arguments.model_json_schema(by_alias=True)
+    return tool
+
+
+def _forbid_extra(model: type[ArgModelBase]) -> type[ArgModelBase]:
+    class Arguments(model):
+        model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, title=model.__name__)
+
+    return Arguments
+
+
+class _ArgumentsAsSent(FuncMetadata):
+    """Validates the arguments as the client sent them."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        # The SDK would json.loads a string given to a field not typed plain str: a session_key "null"
+        # would become None (no filter) and "[1]" a list. Keys are never changed, so no pre-parsing.
+        return data
+
+
+def _tool_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Bad arguments and store failures become tool errors that keep their text (others reach the model blank)."""
+    action = "read" if fn.__name__ in READ_ONLY_TOOLS else "write"
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidArgument as exc:
+            raise ToolError(str(exc)) from exc
+        except (duckdb.Error, StoreReadOnly, OSError) as exc:
+            raise ToolError(f"the store could not {action}: {exc}") from exc
+
+    return call

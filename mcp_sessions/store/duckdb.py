@@ -1,0 +1,584 @@
+"""DuckDBSessionBackend: every SessionBackend operation over an embedded DuckDB file, one transaction each."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from ..backend import SessionBackend, slice_bounds
+from ..models import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    SEARCH_MESSAGES_LIMIT_DEFAULT,
+    ChatMessage,
+    MessageHit,
+    MessagePage,
+    SessionContext,
+    SessionMetadata,
+    SessionQuery,
+    SessionState,
+    TimestampedMessage,
+)
+from ..terms import Analyzer, make_snippet, term_id
+from .errors import StoreLocked, StoreReadOnly
+from .migrations import migrate, pending
+from .search import Filters, search_message_rows, search_session_ids
+
+log = logging.getLogger(__name__)
+
+# pos packs (session_id, idx) into the one indexed key of a message.
+_POS = 1 << 32
+_FIELDS = "key, name, created_at, last_activity, message_count, agent_alias, channel_id, room_id, sender_id"
+# Times come back as UTC wall-clock TIMESTAMPs (DuckDB's TIMESTAMPTZ to Python needs pytz); models add UTC.
+_META = _FIELDS.replace("created_at", "timezone('UTC', created_at)").replace(
+    "last_activity", "timezone('UTC', last_activity)"
+)
+# Recent postings are merged into the term-sorted table once they reach this many rows.
+MERGE_ROWS = 50_000
+# Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
+CHECKPOINT_WAL_BYTES = 64 << 20
+_LOCK_HOLDER = re.compile(r"PID (\d+)")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _meta(row: Sequence[object]) -> SessionMetadata:
+    return SessionMetadata.model_validate(dict(zip(_FIELDS.split(", "), row, strict=True)))
+
+
+def _or_null(value: str | None) -> str | None:
+    return value or None
+
+
+class DuckDBSessionBackend(SessionBackend):
+    """Sessions, messages and a live inverted index in one DuckDB file; safe to call from many threads."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        read_only: bool = False,
+        max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+        analyzer: Analyzer | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self.max_content_bytes = max_content_bytes
+        self._analyzer = analyzer or Analyzer.shared()
+        self._db = self._connect()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._generation = 0
+        self._stats: tuple[int, int, float] | None = None
+        self._writes_since_check = 0
+        self._closed = False
+        if read_only:
+            if pending(self._db):
+                raise StoreReadOnly(f"{self.path} needs a schema upgrade: open it once without --read-only")
+        else:
+            migrate(self._db)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        memory = self.path == ":memory:"
+        if not memory and self.read_only and not Path(self.path).exists():
+            raise StoreReadOnly(f"no store at {self.path} to open read-only")
+        if not memory and not self.read_only:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = duckdb.connect(self.path, read_only=self.read_only and not memory)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                holder = _LOCK_HOLDER.search(text)
+                who = f"process {holder.group(1)}" if holder else "another process"
+                raise StoreLocked(f"{self.path} is held by {who}: {text}") from exc
+            raise
+        if not memory and not self.read_only:
+            db.execute("SET checkpoint_threshold = '1TB'")
+        return db
+
+    # Connections, transactions, upkeep.
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        # One DuckDB connection is not thread-safe; each worker thread gets its own cursor.
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            cur = self._db.cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    @contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A snapshot for reads made of several statements."""
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+        finally:
+            cur.execute("ROLLBACK")
+
+    @contextmanager
+    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction: all of it commits, or none of it."""
+        if self.read_only:
+            raise StoreReadOnly(f"the store {self.path} is open read-only: writes are refused")
+        with self._write_lock:
+            cur = self._cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed statement or commit already ended the transaction
+                raise
+            self._generation += 1
+            self._upkeep(cur)
+
+    def _upkeep(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """After a commit: merge recent postings when they pile up, checkpoint when the log grows."""
+        self._writes_since_check += 1
+        if self._writes_since_check < 64:
+            return
+        self._writes_since_check = 0
+        try:
+            row = cur.execute("SELECT count(*) FROM _postings_recent").fetchone()
+            if row is not None and row[0] >= MERGE_ROWS:
+                self._merge_recent(cur)
+            wal = Path(self.path + ".wal")
+            if self.path != ":memory:" and wal.exists() and wal.stat().st_size >= CHECKPOINT_WAL_BYTES:
+                cur.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            # The write before this is already durable in the log; upkeep retries on a later write.
+            log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
+
+    def _merge_recent(self, cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
+            cur.execute("DELETE FROM _postings_recent")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def optimize(self) -> None:
+        """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
+        with self._write() as cur:
+            cur.execute(
+                """CREATE TABLE _postings_sorted AS
+                   SELECT * FROM (SELECT * FROM _postings UNION ALL SELECT * FROM _postings_recent)
+                   WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)
+                   ORDER BY term, message_id"""
+            )
+            cur.execute("DROP TABLE _postings")
+            cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
+            cur.execute("DELETE FROM _postings_recent")
+            cur.execute("DELETE FROM _dead_messages")
+        if self.path != ":memory:":
+            self._cursor().execute("CHECKPOINT")
+
+    def close(self) -> None:
+        """Checkpoint and close; later calls fail."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._write_lock:
+            if not self.read_only and self.path != ":memory:":
+                try:
+                    self._db.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    log.warning("checkpoint at close failed (the log keeps every write): %s", exc)
+            with self._cursors_lock:
+                for cur in self._cursors:
+                    cur.close()
+                self._cursors.clear()
+            self._db.close()
+
+    def __enter__(self) -> DuckDBSessionBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Helpers shared by the operations.
+
+    def _session(self, cur: duckdb.DuckDBPyConnection, key: str) -> tuple[int, int] | None:
+        row = cur.execute("SELECT id, message_count FROM sessions WHERE key = ?", [key]).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _ensure_session(self, cur: duckdb.DuckDBPyConnection, key: str) -> int:
+        """The session's id, creating it (no messages, last_activity now) if missing."""
+        found = self._session(cur, key)
+        if found is not None:
+            return found[0]
+        now = _now()
+        row = cur.execute(
+            "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+            " VALUES (nextval('session_ids'), ?, ?, ?, 0) RETURNING id",
+            [key, now, now],
+        ).fetchone()
+        assert row is not None
+        return row[0]
+
+    def _insert_messages(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        session_id: int,
+        first_idx: int,
+        messages: Sequence[tuple[str, str, datetime | None]],
+    ) -> None:
+        """Insert (role, content, created_at) rows at first_idx onwards, with their postings."""
+        counts = [Counter(self._analyzer.document_terms(content)) for _, content, _ in messages]
+        lengths = [sum(c.values()) for c in counts]
+        indexes = list(range(first_idx, first_idx + len(messages)))
+        rows = cur.execute(
+            "INSERT INTO messages (id, session_id, idx, pos, role, content, created_at, dl)"
+            " SELECT nextval('message_ids'), ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]),"
+            " unnest(?::VARCHAR[]), unnest(?::TIMESTAMPTZ[]), unnest(?::INTEGER[]) RETURNING idx, id",
+            [
+                session_id,
+                indexes,
+                [session_id * _POS + i for i in indexes],
+                [m[0] for m in messages],
+                [m[1] for m in messages],
+                [m[2] for m in messages],
+                lengths,
+            ],
+        ).fetchall()
+        ids = dict(rows)
+        docs = [(ids[i], session_id, c, dl) for i, c, dl in zip(indexes, counts, lengths, strict=True)]
+        self._insert_postings(cur, docs)
+
+    @staticmethod
+    def _insert_postings(cur: duckdb.DuckDBPyConnection, docs: Iterable[tuple[int, int, Counter[str], int]]) -> None:
+        columns: tuple[list[int], list[int], list[int], list[int], list[int]] = ([], [], [], [], [])
+        for message_id, session_id, counts, dl in docs:
+            for term, tf in counts.items():
+                columns[0].append(term_id(term))
+                columns[1].append(message_id)
+                columns[2].append(session_id)
+                columns[3].append(tf)
+                columns[4].append(dl)
+        if columns[0]:
+            cur.execute(
+                "INSERT INTO _postings_recent SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]),"
+                " unnest(?::BIGINT[]), unnest(?::INTEGER[]), unnest(?::INTEGER[])",
+                list(columns),
+            )
+
+    @staticmethod
+    def _kill(cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
+        """Delete messages matching where; their postings become dead. Returns how many."""
+        cur.execute(f"INSERT INTO _dead_messages SELECT id FROM messages WHERE {where}", params)
+        row = cur.execute(f"DELETE FROM messages WHERE {where}", params).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _session_range(session_id: int) -> list[object]:
+        return [session_id * _POS, (session_id + 1) * _POS]
+
+    def _search_stats(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, float]:
+        """Message count and mean term count, for BM25; cached until the next write."""
+        stats = self._stats
+        if stats is None or stats[0] != self._generation:
+            generation = self._generation
+            row = cur.execute("SELECT count(*), coalesce(avg(dl), 0) FROM messages").fetchone()
+            assert row is not None
+            stats = (generation, int(row[0]), float(row[1]))
+            self._stats = stats
+        return stats[1], stats[2]
+
+    # Required operations.
+
+    def load(self, session_key: str) -> list[ChatMessage]:
+        return [ChatMessage(role=m.role, content=m.content) for m in self.load_page(session_key).messages]
+
+    def append(self, session_key: str, message: ChatMessage) -> None:
+        self.append_many([(session_key, message)])
+
+    def remove_last(self, session_key: str) -> bool:
+        with self._write() as cur:
+            found = self._session(cur, session_key)
+            if found is None or found[1] == 0:
+                return False
+            session_id, count = found
+            self._kill(cur, "pos = ?", [session_id * _POS + count - 1])
+            cur.execute(
+                "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?", [count - 1, _now(), session_id]
+            )
+            return True
+
+    def list_sessions(self) -> list[str]:
+        return [
+            row[0] for row in self._cursor().execute("SELECT key FROM sessions ORDER BY last_activity DESC, id DESC").fetchall()
+        ]
+
+    # Provided operations, in the trait's order.
+
+    def load_with_timestamps(self, session_key: str) -> list[TimestampedMessage]:
+        return self.load_page(session_key).messages
+
+    def update_last(self, session_key: str, message: ChatMessage) -> bool:
+        self.check_message(message)
+        with self._write() as cur:
+            found = self._session(cur, session_key)
+            if found is None or found[1] == 0:
+                return False
+            session_id, count = found
+            now = _now()
+            self._kill(cur, "pos = ?", [session_id * _POS + count - 1])
+            self._insert_messages(cur, session_id, count - 1, [(message.role, message.content, now)])
+            cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [now, session_id])
+            return True
+
+    def list_sessions_with_metadata(
+        self, limit: int | None = None, offset: int = 0, agent_alias: str | None = None
+    ) -> list[SessionMetadata]:
+        where, params = ("WHERE agent_alias = ?", [agent_alias]) if agent_alias is not None else ("", [])
+        limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+        rows = (
+            self._cursor()
+            .execute(
+                f"SELECT {_META} FROM sessions {where} ORDER BY last_activity DESC, id DESC {limit_sql} OFFSET {int(offset)}",
+                params,
+            )
+            .fetchall()
+        )
+        return [_meta(row) for row in rows]
+
+    def compact(self, session_key: str) -> int:
+        with self._write() as cur:
+            found = self._session(cur, session_key)
+            if found is None or found[1] < 2:
+                return 0
+            session_id, count = found
+            rows = cur.execute(
+                "SELECT role, content, timezone('UTC', created_at) FROM messages WHERE pos >= ? AND pos < ? ORDER BY pos",
+                self._session_range(session_id),
+            ).fetchall()
+            kept = [r for i, r in enumerate(rows) if i == 0 or r[:2] != rows[i - 1][:2]]
+            removed = len(rows) - len(kept)
+            if removed:
+                self._kill(cur, "pos >= ? AND pos < ?", self._session_range(session_id))
+                self._insert_messages(cur, session_id, 0, kept)
+                cur.execute(
+                    "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
+                    [len(kept), _now(), session_id],
+                )
+            return removed
+
+    def cleanup_stale(self, ttl_hours: int) -> int:
+        cutoff = _now() - timedelta(hours=ttl_hours)
+        with self._write() as cur:
+            ids = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT id FROM sessions WHERE last_activity < ? AND state IS DISTINCT FROM 'running'", [cutoff]
+                ).fetchall()
+            ]
+            self._delete_sessions(cur, ids)
+            return len(ids)
+
+    def _delete_sessions(self, cur: duckdb.DuckDBPyConnection, ids: list[int]) -> None:
+        if not ids:
+            return
+        self._kill(cur, "session_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        cur.execute("DELETE FROM sessions WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])
+
+    def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
+        keyword = (query.keyword or "").strip()
+        if not keyword:
+            return self.list_sessions_with_metadata(limit=query.limit, agent_alias=agent_alias)
+        terms = self._analyzer.query_terms(keyword)
+        if not terms:
+            return []
+        with self._read() as cur:
+            docs, avgdl = self._search_stats(cur)
+            ids = search_session_ids(cur, terms, docs, avgdl, agent_alias, query.limit)
+            if not ids:
+                return []
+            rows = cur.execute(
+                f"SELECT id, {_META} FROM sessions WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids]
+            ).fetchall()
+        by_id = {row[0]: _meta(row[1:]) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def clear_messages(self, session_key: str) -> int:
+        with self._write() as cur:
+            found = self._session(cur, session_key)
+            if found is None or found[1] == 0:
+                return 0
+            session_id, _ = found
+            removed = self._kill(cur, "pos >= ? AND pos < ?", self._session_range(session_id))
+            cur.execute("UPDATE sessions SET message_count = 0, last_activity = ? WHERE id = ?", [_now(), session_id])
+            return removed
+
+    def delete_session(self, session_key: str) -> bool:
+        with self._write() as cur:
+            found = self._session(cur, session_key)
+            if found is None:
+                return False
+            self._delete_sessions(cur, [found[0]])
+            return True
+
+    def _set(self, session_key: str, assignments: dict[str, object]) -> None:
+        with self._write() as cur:
+            session_id = self._ensure_session(cur, session_key)
+            if assignments:
+                columns = ", ".join(f"{column} = ?" for column in assignments)
+                cur.execute(f"UPDATE sessions SET {columns} WHERE id = ?", [*assignments.values(), session_id])
+
+    def _get(self, session_key: str, column: str) -> str | None:
+        row = self._cursor().execute(f"SELECT {column} FROM sessions WHERE key = ?", [session_key]).fetchone()
+        return None if row is None else row[0]
+
+    def set_session_name(self, session_key: str, name: str) -> None:
+        self._set(session_key, {"name": _or_null(name)})
+
+    def get_session_name(self, session_key: str) -> str | None:
+        return self._get(session_key, "name")
+
+    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> None:
+        self._set(session_key, {"agent_alias": _or_null(agent_alias)})
+
+    def get_session_agent_alias(self, session_key: str) -> str | None:
+        return self._get(session_key, "agent_alias")
+
+    def set_session_context(self, session_key: str, context: SessionContext) -> None:
+        given = context.model_dump(exclude_none=True)
+        self._set(session_key, {field: _or_null(value) for field, value in given.items()})
+
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        row = self._cursor().execute(f"SELECT {_META} FROM sessions WHERE key = ?", [session_key]).fetchone()
+        return None if row is None else _meta(row)
+
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
+        started = _now() if state == "running" else None
+        self._set(session_key, {"state": state, "turn_id": _or_null(turn_id), "turn_started_at": started})
+
+    def get_session_state(self, session_key: str) -> SessionState | None:
+        row = (
+            self._cursor()
+            .execute("SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?", [session_key])
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return SessionState(state=row[0] or "idle", turn_id=row[1], turn_started_at=row[2])
+
+    def list_running_sessions(self) -> list[SessionMetadata]:
+        rows = (
+            self._cursor()
+            .execute(f"SELECT {_META} FROM sessions WHERE state = 'running' ORDER BY turn_started_at, id")
+            .fetchall()
+        )
+        return [_meta(row) for row in rows]
+
+    def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
+        cutoff = _now() - timedelta(seconds=threshold_secs)
+        rows = (
+            self._cursor()
+            .execute(
+                f"SELECT {_META} FROM sessions WHERE state = 'running' AND turn_started_at < ?"
+                " ORDER BY turn_started_at, id",
+                [cutoff],
+            )
+            .fetchall()
+        )
+        return [_meta(row) for row in rows]
+
+    # Beyond the trait.
+
+    def append_many(self, items: Iterable[tuple[str, ChatMessage]]) -> int:
+        """Append many messages (to any sessions, in order) in one transaction; return how many."""
+        batch = list(items)
+        for _, message in batch:
+            self.check_message(message)
+        by_session: dict[str, list[tuple[str, str, datetime | None]]] = {}
+        now = _now()
+        for key, message in batch:
+            by_session.setdefault(key, []).append((message.role, message.content, now))
+        if not batch:
+            return 0
+        with self._write() as cur:
+            for key, rows in by_session.items():
+                found = cur.execute(
+                    "UPDATE sessions SET message_count = message_count + ?, last_activity = ? WHERE key = ?"
+                    " RETURNING id, message_count",
+                    [len(rows), now, key],
+                ).fetchone()
+                if found is None:
+                    found = cur.execute(
+                        "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+                        " VALUES (nextval('session_ids'), ?, ?, ?, ?) RETURNING id, message_count",
+                        [key, now, now, len(rows)],
+                    ).fetchone()
+                assert found is not None
+                session_id, count = found
+                self._insert_messages(cur, session_id, count - len(rows), rows)
+        return len(batch)
+
+    def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
+        with self._read() as cur:
+            found = self._session(cur, session_key)
+            if found is None:
+                return MessagePage(messages=[], total=0)
+            session_id, total = found
+            start, stop = slice_bounds(total, offset, limit)
+            if start >= stop:
+                return MessagePage(messages=[], total=total)
+            rows = cur.execute(
+                "SELECT role, content, timezone('UTC', created_at), idx FROM messages WHERE pos >= ? AND pos < ? ORDER BY pos",
+                [session_id * _POS + start, session_id * _POS + stop],
+            ).fetchall()
+        messages = [TimestampedMessage(role=r[0], content=r[1], created_at=r[2], index=r[3]) for r in rows]
+        return MessagePage(messages=messages, total=total)
+
+    def search_messages(
+        self,
+        query: str,
+        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
+        session_key: str | None = None,
+        agent_alias: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MessageHit]:
+        terms = self._analyzer.query_terms(query)
+        if not terms:
+            return []
+        filters = Filters(session_key=session_key, agent_alias=agent_alias, role=role, since=since, until=until)
+        with self._read() as cur:
+            docs, avgdl = self._search_stats(cur)
+            rows = search_message_rows(cur, terms, docs, avgdl, filters, limit)
+        wanted = set(terms)
+        return [
+            MessageHit(
+                session_key=key,
+                index=idx,
+                role=role_,
+                snippet=make_snippet(content, wanted, self._analyzer),
+                created_at=created_at,
+                score=float(score),
+            )
+            for score, idx, role_, content, created_at, key in rows
+        ]

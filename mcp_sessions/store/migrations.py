@@ -1,0 +1,116 @@
+"""The schema's history: a migration runner and every mNNN_ function, applied in order when a store opens."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import duckdb
+
+from .postings import index_messages
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+log = logging.getLogger(__name__)
+
+
+def migration(fn: Migration) -> Migration:
+    """Register a migration; registration order is run order. Never edit or reorder a shipped one."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def applied(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the migrations already applied to this database, in order."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+    return [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY applied_at, name").fetchall()]
+
+
+def pending(conn: duckdb.DuckDBPyConnection) -> list[Migration]:
+    """Migrations not yet applied."""
+    done = set(applied(conn))
+    return [m for m in MIGRATIONS if m.__name__ not in done]
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, stop_before: str | None = None) -> list[str]:
+    """Apply pending migrations, each in its own transaction with its _migrations row; return their names."""
+    ran: list[str] = []
+    for fn in pending(conn):
+        if fn.__name__ == stop_before:
+            break
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            fn(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", [fn.__name__, datetime.now(UTC)])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %s", fn.__name__)
+        ran.append(fn.__name__)
+    return ran
+
+
+@migration
+def m001_sessions_and_messages(conn: duckdb.DuckDBPyConnection) -> None:
+    # The trait's data: one row per session (metadata, routing context, run state) and its messages.
+    # idx is the 0-based position in the session; pos packs (session_id, idx) into one indexed key so
+    # the last message is a point lookup; created_at is NULL for rows imported without a time.
+    conn.execute("CREATE SEQUENCE session_ids START 1")
+    conn.execute("CREATE SEQUENCE message_ids START 1")
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            id BIGINT PRIMARY KEY,
+            key VARCHAR NOT NULL UNIQUE,
+            name VARCHAR,
+            agent_alias VARCHAR,
+            channel_id VARCHAR,
+            room_id VARCHAR,
+            sender_id VARCHAR,
+            state VARCHAR,
+            turn_id VARCHAR,
+            turn_started_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL,
+            last_activity TIMESTAMPTZ NOT NULL,
+            message_count BIGINT NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            id BIGINT PRIMARY KEY,
+            session_id BIGINT NOT NULL,
+            idx BIGINT NOT NULL,
+            pos BIGINT NOT NULL UNIQUE,
+            role VARCHAR NOT NULL,
+            content VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ
+        )
+        """
+    )
+
+
+@migration
+def m002_search_postings(conn: duckdb.DuckDBPyConnection) -> None:
+    # Live full-text search: an inverted index written in each write's own transaction.
+    # _postings holds merged postings sorted by term id (zone maps prune by term); _postings_recent
+    # takes each write's postings until the next merge; _dead_messages lists ids of messages that
+    # are gone while their postings are still stored (purged at merge). messages.dl is the message's
+    # term count, for BM25's length normalisation. Messages written before this are indexed here.
+    for table in ("_postings", "_postings_recent"):
+        conn.execute(
+            f"CREATE TABLE {table} (term BIGINT NOT NULL, message_id BIGINT NOT NULL,"
+            " session_id BIGINT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL)"
+        )
+    conn.execute("CREATE TABLE _dead_messages (message_id BIGINT NOT NULL)")
+    conn.execute("ALTER TABLE messages ADD COLUMN dl INTEGER")
+    rows = conn.execute("SELECT id, session_id, content FROM messages ORDER BY id").fetchall()
+    lengths = index_messages(conn, rows, table="_postings")
+    conn.execute(
+        "UPDATE messages SET dl = l.dl FROM (SELECT unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS dl) AS l"
+        " WHERE messages.id = l.id",
+        [list(lengths), list(lengths.values())],
+    )

@@ -1,0 +1,104 @@
+"""The inverted index's read side: BM25 over postings in SQL, for messages and for sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from ..terms import term_id
+
+K1 = 1.2
+B = 0.75
+
+
+@dataclass(frozen=True)
+class Filters:
+    """search_messages' narrowing arguments; None means no filter."""
+
+    session_key: str | None = None
+    agent_alias: str | None = None
+    role: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> tuple[str, list[object]]:
+    """WITH clauses ending in scored(message_id, session_id, score): one BM25 score per live message."""
+    params: list[object] = []
+    branches: list[str] = []
+    for term in terms:
+        tid = term_id(term)
+        # One equality scan per term and table, so each uses the term's zone maps (an IN list would not).
+        for table in ("_postings", "_postings_recent"):
+            branches.append(f"SELECT term, message_id, session_id, tf, dl FROM {table} WHERE term = ?")
+            params.append(tid)
+    where = ["message_id NOT IN (SELECT message_id FROM _dead_messages)"]
+    if filters.session_key is not None:
+        where.append("session_id = (SELECT id FROM sessions WHERE key = ?)")
+        params.append(filters.session_key)
+    if filters.agent_alias is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = ?)")
+        params.append(filters.agent_alias)
+    sql = f"""
+        WITH p AS ({" UNION ALL ".join(branches)}),
+        df AS (SELECT term, count(*) AS df FROM p GROUP BY term),
+        scored AS (
+            SELECT message_id, any_value(session_id) AS session_id,
+                   sum(ln(1 + (? - df.df + 0.5) / (df.df + 0.5))
+                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / ?))) AS score
+            FROM p JOIN df USING (term)
+            WHERE {" AND ".join(where)}
+            GROUP BY message_id
+        )
+    """
+    # The two statistics come after the branch and filter parameters, in text order.
+    params = params[: len(branches)] + [max(docs, 1), max(avgdl, 1.0)] + params[len(branches) :]
+    return sql, params
+
+
+Row = tuple[float, int, str, str, datetime | None, str]
+
+
+def search_message_rows(
+    cur: duckdb.DuckDBPyConnection, terms: list[str], docs: int, avgdl: float, filters: Filters, limit: int | None
+) -> list[Row]:
+    """(score, idx, role, content, created_at, session_key) of the best messages, best first."""
+    cte, params = _scored_cte(terms, docs, avgdl, filters)
+    message_where: list[str] = []
+    if filters.role is not None:
+        message_where.append("m.role = ?")
+        params.append(filters.role)
+    if filters.since is not None:
+        message_where.append("m.created_at >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        message_where.append("m.created_at <= ?")
+        params.append(filters.until)
+    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
+    if message_where:
+        sql = f"""{cte}
+            SELECT s.score, m.idx, m.role, m.content, timezone('UTC', m.created_at), sess.key
+            FROM scored s JOIN messages m ON m.id = s.message_id JOIN sessions sess ON sess.id = s.session_id
+            WHERE {" AND ".join(message_where)}
+            ORDER BY s.score DESC, s.message_id DESC {limit_sql}"""
+    else:
+        # Rank on the postings alone, then fetch only the winners' rows.
+        sql = f"""{cte}, top AS (SELECT * FROM scored ORDER BY score DESC, message_id DESC {limit_sql})
+            SELECT s.score, m.idx, m.role, m.content, timezone('UTC', m.created_at), sess.key
+            FROM top s JOIN messages m ON m.id = s.message_id JOIN sessions sess ON sess.id = s.session_id
+            ORDER BY s.score DESC, s.message_id DESC"""
+    return [tuple(row) for row in cur.execute(sql, params).fetchall()]  # type: ignore[misc]
+
+
+def search_session_ids(
+    cur: duckdb.DuckDBPyConnection, terms: list[str], docs: int, avgdl: float, agent_alias: str | None, limit: int
+) -> list[int]:
+    """Ids of sessions ranked by their best message; ties go to the more recent session."""
+    cte, params = _scored_cte(terms, docs, avgdl, Filters(agent_alias=agent_alias))
+    sql = f"""{cte}
+        SELECT b.session_id FROM (SELECT session_id, max(score) AS best FROM scored GROUP BY session_id) b
+        JOIN sessions sess ON sess.id = b.session_id
+        ORDER BY b.best DESC, sess.last_activity DESC, sess.id DESC LIMIT {int(limit)}"""
+    return [row[0] for row in cur.execute(sql, params).fetchall()]
