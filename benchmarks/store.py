@@ -92,10 +92,21 @@ def _time(call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> lis
     return samples
 
 
-def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, generation_s: float) -> dict[str, Any]:
-    """Build one store of size messages in folder, then time each operation; errors are recorded, not raised."""
+def run_worker(
+    store: str, size: int, folder: Path, fast: int, searches: int, generation_s: float, out: Path
+) -> dict[str, Any]:
+    """Build one store of size messages in folder, then time each operation; errors are recorded, not raised.
+
+    The result so far is rewritten to out after each step, so a worker stopped by the timeout still reports.
+    """
     corpus = Corpus(size)
     result: dict[str, Any] = {"store": store, "size": size, "ops": {}, "errors": {}, "checks": {}}
+
+    def step(phase: str) -> None:
+        result["phase"] = phase
+        out.write_text(json.dumps(result))
+        print(f"  {store} {size:,}: {phase}", file=sys.stderr, flush=True)
+
     result["rss_before_open_mib"] = _peak_rss_mib()
     path = folder / ("sessions.duckdb" if store == "duckdb" else "sessions.sqlite")
     try:
@@ -104,6 +115,7 @@ def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, ge
         result["errors"]["open"] = _error(exc)
         return result
 
+    step("append_many")
     started = time.perf_counter()
     try:
         added = backend.append_many(corpus.rows())
@@ -115,6 +127,7 @@ def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, ge
     result["import_rate"] = size / max(import_s - generation_s, 1e-9)
     if added != size:
         result["checks"]["append_many"] = f"returned {added!r}, expected {size}"
+    step("optimize")
     started = time.perf_counter()
     try:
         backend.optimize()
@@ -133,6 +146,7 @@ def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, ge
     messages = [corpus.message(rng, "assistant") for _ in range(2 * fast + 2 * WARMUP)]
 
     def measure(op: str, call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> None:
+        step(op)
         try:
             result["ops"][op] = _time(call, reps, warmup)
         except BaseException as exc:
@@ -161,13 +175,9 @@ def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, ge
     for op, keyword in (("search_common", COMMON_WORD), ("search_rare", RARE_WORD), ("search_three", THREE_WORDS)):
         measure(op, lambda i, k=keyword: backend.search(SessionQuery(keyword=k, limit=50)), searches)
     measure("search_messages_common", lambda i: backend.search_messages(COMMON_WORD, limit=20), searches)
-    old_edits = min(fast, len(group_b))
-    result["reps_update_last_old"] = old_edits
-    measure(
-        "update_last_old",
-        lambda i: backend.update_last(group_b[i] if i >= 0 else group_c[i], messages[i]),
-        old_edits,
-    )
+    # Each old edit needs a session of its own (a second edit would hit a fresh posting): fewer reps at 10k.
+    old_edits = min(fast, len(group_b) - WARMUP)
+    measure("update_last_old", lambda i: backend.update_last(group_b[i], messages[i]), old_edits)
     measure("remove_last_old", lambda i: backend.remove_last(group_c[i % len(group_c)]), fast)
     try:
         hits = backend.search_messages(COMMON_WORD, limit=20)
@@ -175,12 +185,14 @@ def run_worker(store: str, size: int, folder: Path, fast: int, searches: int, ge
     except BaseException as exc:
         result["errors"]["checks"] = _error(exc)
 
+    step("close")
     try:
         backend.close()
     except BaseException as exc:
         result["errors"]["close"] = _error(exc)
     result["peak_rss_mib"] = _peak_rss_mib()
     result["file_bytes"] = _folder_bytes(folder)
+    step("done")
     return result
 
 
@@ -278,23 +290,37 @@ def _generation_seconds(size: int) -> float:
     return time.perf_counter() - started
 
 
-def _spawn(store: str, size: int, fast: int, searches: int, generation_s: float) -> dict[str, Any]:
+def _spawn(
+    store: str, size: int, fast: int, searches: int, generation_s: float, timeout: float | None, no_pandas: bool
+) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{store}-{size}-"))
+    out = Path(tempfile.mkdtemp(prefix="bench-result-")) / "result.json"
     try:
         command = [
             sys.executable, "-m", "benchmarks.store", "--worker", store, "--size", str(size), "--dir", str(folder),
             "--fast-reps", str(fast), "--search-reps", str(searches), "--generation-seconds", str(generation_s),
+            "--result", str(out),
         ]  # fmt: skip
+        if no_pandas:
+            command.append("--no-pandas")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        sys.stderr.write(done.stderr)
-        lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return {"store": store, "size": size, "ops": {}, "errors": {"worker": f"exit {done.returncode}: {tail}"}}
-        return json.loads(lines[-1])
+        # stderr passes through (progress); Popen + wait so a timeout ends this worker only, by its pid.
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        try:
+            code = worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+            code = None
+        result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"ops": {}, "errors": {}}
+        if code is None:
+            result.setdefault("errors", {})[result.get("phase", "start")] = f"stopped by the {timeout:.0f} s timeout"
+        elif code != 0:
+            result.setdefault("errors", {})["worker"] = f"exit status {code} in phase {result.get('phase', 'start')}"
+        return result
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int) -> str:
@@ -316,10 +342,16 @@ def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int
             f" Python {platform.python_version()}, DuckDB {duckdb.__version__}, SQLite {sqlite3.sqlite_version},"
             f" {os.cpu_count()} CPUs, {platform.machine()}. Latencies in ms: median (p50) and p95 over"
             f" {fast} repetitions (searches {searches}) after {WARMUP} untimed calls; ratio = duckdb p50 / sqlite p50"
-            " (below 1: DuckDB faster or smaller). Each store is built and measured in its own process, on disk in a"
+            " (below 1: DuckDB faster or smaller; for the import rate, above 1 is DuckDB faster). Each store is built and measured in its own process, on disk in a"
             " temp folder. DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content"
             " FTS5 (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
-            " The import rate subtracts the time generating the corpus takes on its own.",
+            " The import rate subtracts the time generating the corpus takes on its own."
+            + (
+                " **Diagnostic run (--no-pandas): `import pandas` fails fast in both workers; pandas is not"
+                " installed and DuckDB's Python binding otherwise re-attempts the import for every list element.**"
+                if args.no_pandas
+                else ""
+            ),
         ]
     )
 
@@ -336,13 +368,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast-reps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--search-reps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generation-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, help="stop a store's run after this many seconds, keep its results")
+    parser.add_argument(
+        "--no-pandas",
+        action="store_true",
+        help="diagnostic: make `import pandas` fail fast in the workers (DuckDB's binding retries it per list element)",
+    )
     args = parser.parse_args(argv)
 
     if args.worker:
-        result = run_worker(
-            args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds
-        )
-        print(json.dumps(result))
+        if args.no_pandas:
+            sys.modules["pandas"] = None  # type: ignore[assignment]
+        run_worker(args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds, args.result)
         return
 
     sizes = [int(s.replace("_", "")) for s in (args.sizes or ("10000" if args.quick else DEFAULT_SIZES)).split(",")]
@@ -356,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         results[size] = {}
         for store in stores:
             started = time.perf_counter()
-            results[size][store] = _spawn(store, size, fast, searches, generation[size])
+            results[size][store] = _spawn(store, size, fast, searches, generation[size], args.timeout, args.no_pandas)
             print(f"size {size:,}: {store} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     report = "\n\n".join([_header(args, sizes, fast, searches), table(results), notes(results, generation)]) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import unicodedata
@@ -46,9 +47,8 @@ SNIPPET_CHARS = 300
 _STEM_CACHE_MAX = 200_000
 
 
-def _unspaced(ch: str) -> bool:
-    code = ord(ch)
-    return any(low <= code <= high for low, high in _UNSPACED_RANGES)
+_UNSPACED = re.compile("[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in _UNSPACED_RANGES) + "]+")
+_TOKEN_CACHE_MAX = 500_000
 
 
 def _script(word: str) -> str | None:
@@ -108,8 +108,10 @@ class Stemmer:
                 if len(self._cache) > _STEM_CACHE_MAX:
                     self._cache.clear()
                 for language, batch in missing.items():
+                    # One JSON text, not a Python list: see store/params.py.
                     row = self._conn.execute(
-                        "SELECT list_transform(?::VARCHAR[], w -> stem(w, ?))", [batch, language]
+                        "SELECT list_transform(from_json(?, '[\"VARCHAR\"]'), w -> stem(w, ?))",
+                        [json.dumps(batch, ensure_ascii=False), language],
                     ).fetchone()
                     assert row is not None
                     self._cache.update(((w, language), s) for w, s in zip(batch, row[0], strict=True))
@@ -125,6 +127,8 @@ class Analyzer:
 
     def __init__(self, stemmer: Stemmer | None = None) -> None:
         self._stemmer = stemmer or Stemmer()
+        self._document_cache: dict[str, tuple[str, ...]] = {}
+        self._query_cache: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def shared(cls) -> Analyzer:
@@ -134,29 +138,35 @@ class Analyzer:
                 cls._shared = cls()
             return cls._shared
 
-    def _raw_terms(self, text: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
-        """(term, stem language or None) for each term of text, in order, repeats kept."""
-        for match in _TOKEN.finditer(text):
-            token = unicodedata.normalize("NFKC", match.group())
-            yield from self._token_terms(token, query=query)
+    def _raw_token_terms(self, token: str, *, query: bool) -> list[tuple[str, str | None]]:
+        """(term, stem language or None) of one token, before stemming."""
+        token = unicodedata.normalize("NFKC", token)
+        out: list[tuple[str, str | None]] = []
+        at = 0
+        for run in _UNSPACED.finditer(token):
+            if run.start() > at:
+                out.extend(self._word_terms(token[at : run.start()]))
+            out.extend(self._unspaced_terms(run.group(), query=query))
+            at = run.end()
+        if at < len(token):
+            out.extend(self._word_terms(token[at:]))
+        return out
 
-    def _token_terms(self, token: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
-        run: list[str] = []
-        spaced: list[str] = []
-        for ch in token + " ":
-            if ch != " " and _unspaced(ch):
-                if spaced:
-                    yield from self._word_terms("".join(spaced))
-                    spaced = []
-                run.append(ch)
-            else:
-                if run:
-                    yield from self._unspaced_terms("".join(run), query=query)
-                    run = []
-                if ch != " ":
-                    spaced.append(ch)
-        if spaced:
-            yield from self._word_terms("".join(spaced))
+    def _terms(self, text: str, *, query: bool) -> list[str]:
+        """Every term of text in order, repeats kept; tokens seen before cost a dict lookup."""
+        cache = self._query_cache if query else self._document_cache
+        tokens = _TOKEN.findall(text)
+        # A local view, so another thread clearing the shared cache cannot pull a token from under us.
+        known = {t: cache.get(t) for t in set(tokens)}
+        missing = [t for t, terms in known.items() if terms is None]
+        if missing:
+            raw = {t: self._raw_token_terms(t, query=query) for t in missing}
+            stems = self._stemmer.stem_all((term, lang) for terms in raw.values() for term, lang in terms if lang)
+            if len(cache) + len(raw) > _TOKEN_CACHE_MAX:
+                cache.clear()
+            for token, terms in raw.items():
+                known[token] = cache[token] = tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
+        return [term for token in tokens for term in known[token] or ()]
 
     @staticmethod
     def _unspaced_terms(run: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
@@ -178,23 +188,18 @@ class Analyzer:
             else:
                 yield folded, None
 
-    def _stemmed(self, raw: list[tuple[str, str | None]]) -> list[str]:
-        stems = self._stemmer.stem_all((t, lang) for t, lang in raw if lang is not None)
-        return [t if lang is None else stems[(t, lang)] for t, lang in raw]
-
     def document_terms(self, text: str) -> list[str]:
         """Every term of a message, repeats kept (term frequency counts them)."""
-        return self._stemmed(list(self._raw_terms(text, query=False)))
+        return self._terms(text, query=False)
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""
-        return list(dict.fromkeys(self._stemmed(list(self._raw_terms(text, query=True)))))
+        return list(dict.fromkeys(self._terms(text, query=True)))
 
     def first_match(self, text: str, terms: set[str]) -> tuple[int, int] | None:
         """Span of the first token of text that yields one of terms."""
         for match in _TOKEN.finditer(text):
-            token = unicodedata.normalize("NFKC", match.group())
-            if terms.intersection(self._stemmed(list(self._token_terms(token, query=False)))):
+            if terms.intersection(self._terms(match.group(), query=False)):
                 return match.span()
         return None
 

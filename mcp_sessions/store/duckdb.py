@@ -30,12 +30,17 @@ from ..models import (
 from ..terms import Analyzer, make_snippet, term_id
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
+from .params import rows_param, rows_sql
+from .postings import insert_postings
 from .search import Filters, search_message_rows, search_session_ids
 
 log = logging.getLogger(__name__)
 
-# pos packs (session_id, idx) into the one indexed key of a message.
+# Indexed keys of a message (see m001): pos = session_id * _POS + idx, page = pos // PAGE_SIZE.
 _POS = 1 << 32
+PAGE_SIZE = 64
+# A slice spanning more pages than this is read in one scan rather than page by page.
+_MAX_PAGE_LOOKUPS = 8
 _FIELDS = "key, name, created_at, last_activity, message_count, agent_alias, channel_id, room_id, sender_id"
 # Times come back as UTC wall-clock TIMESTAMPs (DuckDB's TIMESTAMPTZ to Python needs pytz); models add UTC.
 _META = _FIELDS.replace("created_at", "timezone('UTC', created_at)").replace(
@@ -46,6 +51,11 @@ MERGE_ROWS = 50_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
 CHECKPOINT_WAL_BYTES = 64 << 20
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
+_IDS = rows_sql({"id": "BIGINT"})
+_ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
+_MESSAGE_ROWS = rows_sql(
+    {"session_id": "BIGINT", "idx": "BIGINT", "role": "VARCHAR", "content": "VARCHAR", "created_at": "TIMESTAMPTZ", "dl": "INTEGER"}
+)
 
 
 def _now() -> datetime:
@@ -54,6 +64,17 @@ def _now() -> datetime:
 
 def _meta(row: Sequence[object]) -> SessionMetadata:
     return SessionMetadata.model_validate(dict(zip(_FIELDS.split(", "), row, strict=True)))
+
+
+def _slice_query(first: int, stop: int) -> tuple[str, list[object]]:
+    """SQL and parameters reading messages with first <= pos < stop, in order."""
+    columns = "SELECT role, content, timezone('UTC', created_at), idx, pos FROM messages"
+    pages = range(first // PAGE_SIZE, (stop - 1) // PAGE_SIZE + 1)
+    if len(pages) > _MAX_PAGE_LOOKUPS:
+        return f"{columns} WHERE pos >= ? AND pos < ? ORDER BY pos", [first, stop]
+    # One equality per page, each answered by the page index.
+    branches = " UNION ALL ".join(f"{columns} WHERE page = ? AND pos >= ? AND pos < ?" for _ in pages)
+    return f"{branches} ORDER BY pos", [value for page in pages for value in (page, first, stop)]
 
 
 def _or_null(value: str | None) -> str | None:
@@ -127,11 +148,11 @@ class DuckDBSessionBackend(SessionBackend):
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A snapshot for reads made of several statements."""
         cur = self._cursor()
-        cur.execute("BEGIN TRANSACTION")
+        cur.begin()
         try:
             yield cur
         finally:
-            cur.execute("ROLLBACK")
+            cur.rollback()
 
     @contextmanager
     def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -140,13 +161,13 @@ class DuckDBSessionBackend(SessionBackend):
             raise StoreReadOnly(f"the store {self.path} is open read-only: writes are refused")
         with self._write_lock:
             cur = self._cursor()
-            cur.execute("BEGIN TRANSACTION")
+            cur.begin()
             try:
                 yield cur
-                cur.execute("COMMIT")
+                cur.commit()
             except BaseException:
                 try:
-                    cur.execute("ROLLBACK")
+                    cur.rollback()
                 except duckdb.Error:
                     pass  # the failed statement or commit already ended the transaction
                 raise
@@ -240,50 +261,30 @@ class DuckDBSessionBackend(SessionBackend):
         return row[0]
 
     def _insert_messages(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        session_id: int,
-        first_idx: int,
-        messages: Sequence[tuple[str, str, datetime | None]],
+        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, datetime | None]]
     ) -> None:
-        """Insert (role, content, created_at) rows at first_idx onwards, with their postings."""
-        counts = [Counter(self._analyzer.document_terms(content)) for _, content, _ in messages]
+        """Insert (session_id, idx, role, content, created_at) rows with their postings, in one statement each."""
+        counts = [Counter(self._analyzer.document_terms(row[3])) for row in rows]
         lengths = [sum(c.values()) for c in counts]
-        indexes = list(range(first_idx, first_idx + len(messages)))
-        rows = cur.execute(
-            "INSERT INTO messages (id, session_id, idx, pos, role, content, created_at, dl)"
-            " SELECT nextval('message_ids'), ?, unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]),"
-            " unnest(?::VARCHAR[]), unnest(?::TIMESTAMPTZ[]), unnest(?::INTEGER[]) RETURNING idx, id",
+        returned = cur.execute(
+            "INSERT INTO messages (id, session_id, idx, pos, page, role, content, created_at, dl)"
+            f" SELECT nextval('message_ids'), session_id, idx, session_id * {_POS} + idx,"
+            f" (session_id * {_POS} + idx) // {PAGE_SIZE}, role, content, created_at, dl"
+            f" FROM {_MESSAGE_ROWS} RETURNING pos, id",
             [
-                session_id,
-                indexes,
-                [session_id * _POS + i for i in indexes],
-                [m[0] for m in messages],
-                [m[1] for m in messages],
-                [m[2] for m in messages],
-                lengths,
+                rows_param(
+                    session_id=(r[0] for r in rows),
+                    idx=(r[1] for r in rows),
+                    role=(r[2] for r in rows),
+                    content=(r[3] for r in rows),
+                    created_at=(r[4] for r in rows),
+                    dl=lengths,
+                )
             ],
         ).fetchall()
-        ids = dict(rows)
-        docs = [(ids[i], session_id, c, dl) for i, c, dl in zip(indexes, counts, lengths, strict=True)]
-        self._insert_postings(cur, docs)
-
-    @staticmethod
-    def _insert_postings(cur: duckdb.DuckDBPyConnection, docs: Iterable[tuple[int, int, Counter[str], int]]) -> None:
-        columns: tuple[list[int], list[int], list[int], list[int], list[int]] = ([], [], [], [], [])
-        for message_id, session_id, counts, dl in docs:
-            for term, tf in counts.items():
-                columns[0].append(term_id(term))
-                columns[1].append(message_id)
-                columns[2].append(session_id)
-                columns[3].append(tf)
-                columns[4].append(dl)
-        if columns[0]:
-            cur.execute(
-                "INSERT INTO _postings_recent SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]),"
-                " unnest(?::BIGINT[]), unnest(?::INTEGER[]), unnest(?::INTEGER[])",
-                list(columns),
-            )
+        ids = dict(returned)
+        docs = [(ids[r[0] * _POS + r[1]], r[0], c, dl) for r, c, dl in zip(rows, counts, lengths, strict=True)]
+        insert_postings(cur, docs)
 
     @staticmethod
     def _kill(cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
@@ -346,7 +347,7 @@ class DuckDBSessionBackend(SessionBackend):
             session_id, count = found
             now = _now()
             self._kill(cur, "pos = ?", [session_id * _POS + count - 1])
-            self._insert_messages(cur, session_id, count - 1, [(message.role, message.content, now)])
+            self._insert_messages(cur, [(session_id, count - 1, message.role, message.content, now)])
             cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [now, session_id])
             return True
 
@@ -379,7 +380,7 @@ class DuckDBSessionBackend(SessionBackend):
             removed = len(rows) - len(kept)
             if removed:
                 self._kill(cur, "pos >= ? AND pos < ?", self._session_range(session_id))
-                self._insert_messages(cur, session_id, 0, kept)
+                self._insert_messages(cur, [(session_id, i, *row) for i, row in enumerate(kept)])
                 cur.execute(
                     "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
                     [len(kept), _now(), session_id],
@@ -401,8 +402,8 @@ class DuckDBSessionBackend(SessionBackend):
     def _delete_sessions(self, cur: duckdb.DuckDBPyConnection, ids: list[int]) -> None:
         if not ids:
             return
-        self._kill(cur, "session_id IN (SELECT unnest(?::BIGINT[]))", [ids])
-        cur.execute("DELETE FROM sessions WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        self._kill(cur, f"session_id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
+        cur.execute(f"DELETE FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
 
     def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
         keyword = (query.keyword or "").strip()
@@ -417,7 +418,7 @@ class DuckDBSessionBackend(SessionBackend):
             if not ids:
                 return []
             rows = cur.execute(
-                f"SELECT id, {_META} FROM sessions WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids]
+                f"SELECT id, {_META} FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)]
             ).fetchall()
         by_id = {row[0]: _meta(row[1:]) for row in rows}
         return [by_id[i] for i in ids if i in by_id]
@@ -513,29 +514,45 @@ class DuckDBSessionBackend(SessionBackend):
         batch = list(items)
         for _, message in batch:
             self.check_message(message)
-        by_session: dict[str, list[tuple[str, str, datetime | None]]] = {}
-        now = _now()
-        for key, message in batch:
-            by_session.setdefault(key, []).append((message.role, message.content, now))
         if not batch:
             return 0
+        added = Counter(key for key, _ in batch)
+        now = _now()
         with self._write() as cur:
-            for key, rows in by_session.items():
+            if len(added) == 1:
+                # The common case, one message: a point update through the key's index.
                 found = cur.execute(
                     "UPDATE sessions SET message_count = message_count + ?, last_activity = ? WHERE key = ?"
-                    " RETURNING id, message_count",
-                    [len(rows), now, key],
-                ).fetchone()
-                if found is None:
-                    found = cur.execute(
-                        "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
-                        " VALUES (nextval('session_ids'), ?, ?, ?, ?) RETURNING id, message_count",
-                        [key, now, now, len(rows)],
-                    ).fetchone()
-                assert found is not None
-                session_id, count = found
-                self._insert_messages(cur, session_id, count - len(rows), rows)
+                    " RETURNING key, id, message_count",
+                    [len(batch), now, batch[0][0]],
+                ).fetchall()
+            else:
+                found = self._add_counts(cur, added, now)
+            slots = {key: (session_id, count - added[key]) for key, session_id, count in found}
+            new = [key for key in added if key not in slots]
+            if new:
+                created = cur.execute(
+                    "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+                    f" SELECT nextval('session_ids'), key, now, now, added FROM {_ADDED_ROWS} RETURNING key, id",
+                    [rows_param(key=new, added=(added[k] for k in new), now=[now] * len(new))],
+                ).fetchall()
+                slots.update((key, (session_id, 0)) for key, session_id in created)
+            rows: list[tuple[int, int, str, str, datetime | None]] = []
+            for key, message in batch:
+                session_id, idx = slots[key]
+                slots[key] = (session_id, idx + 1)
+                rows.append((session_id, idx, message.role, message.content, now))
+            self._insert_messages(cur, rows)
         return len(batch)
+
+    @staticmethod
+    def _add_counts(cur: duckdb.DuckDBPyConnection, added: Counter[str], now: datetime) -> list[tuple[str, int, int]]:
+        """Add to the message counts of existing sessions; return (key, id, new count) of each."""
+        return cur.execute(
+            "UPDATE sessions SET message_count = message_count + n.added, last_activity = n.now"
+            f" FROM {_ADDED_ROWS} AS n WHERE sessions.key = n.key RETURNING sessions.key, sessions.id, sessions.message_count",
+            [rows_param(key=added, added=added.values(), now=[now] * len(added))],
+        ).fetchall()
 
     def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
         with self._read() as cur:
@@ -546,10 +563,7 @@ class DuckDBSessionBackend(SessionBackend):
             start, stop = slice_bounds(total, offset, limit)
             if start >= stop:
                 return MessagePage(messages=[], total=total)
-            rows = cur.execute(
-                "SELECT role, content, timezone('UTC', created_at), idx FROM messages WHERE pos >= ? AND pos < ? ORDER BY pos",
-                [session_id * _POS + start, session_id * _POS + stop],
-            ).fetchall()
+            rows = cur.execute(*_slice_query(session_id * _POS + start, session_id * _POS + stop)).fetchall()
         messages = [TimestampedMessage(role=r[0], content=r[1], created_at=r[2], index=r[3]) for r in rows]
         return MessagePage(messages=messages, total=total)
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from .params import rows_param, rows_sql
 from .postings import index_messages
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
@@ -55,8 +56,10 @@ def migrate(conn: duckdb.DuckDBPyConnection, stop_before: str | None = None) -> 
 @migration
 def m001_sessions_and_messages(conn: duckdb.DuckDBPyConnection) -> None:
     # The trait's data: one row per session (metadata, routing context, run state) and its messages.
-    # idx is the 0-based position in the session; pos packs (session_id, idx) into one indexed key so
-    # the last message is a point lookup; created_at is NULL for rows imported without a time.
+    # idx is the 0-based position in the session; created_at is NULL for rows imported without a time.
+    # DuckDB's indexes answer equality, not ranges, so two indexed keys stand in for (session_id, idx):
+    # pos packs both (one message, and a guard against two messages at one place), page packs the
+    # session and idx // 64 (a slice of a session is a few page lookups, whatever the table's size).
     conn.execute("CREATE SEQUENCE session_ids START 1")
     conn.execute("CREATE SEQUENCE message_ids START 1")
     conn.execute(
@@ -81,16 +84,18 @@ def m001_sessions_and_messages(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         """
         CREATE TABLE messages (
-            id BIGINT PRIMARY KEY,
+            id BIGINT NOT NULL,
             session_id BIGINT NOT NULL,
             idx BIGINT NOT NULL,
             pos BIGINT NOT NULL UNIQUE,
+            page BIGINT NOT NULL,
             role VARCHAR NOT NULL,
             content VARCHAR NOT NULL,
             created_at TIMESTAMPTZ
         )
         """
     )
+    conn.execute("CREATE INDEX messages_page ON messages (page)")
 
 
 @migration
@@ -110,7 +115,7 @@ def m002_search_postings(conn: duckdb.DuckDBPyConnection) -> None:
     rows = conn.execute("SELECT id, session_id, content FROM messages ORDER BY id").fetchall()
     lengths = index_messages(conn, rows, table="_postings")
     conn.execute(
-        "UPDATE messages SET dl = l.dl FROM (SELECT unnest(?::BIGINT[]) AS id, unnest(?::INTEGER[]) AS dl) AS l"
+        f"UPDATE messages SET dl = l.dl FROM {rows_sql({'id': 'BIGINT', 'dl': 'INTEGER'})} AS l"
         " WHERE messages.id = l.id",
-        [list(lengths), list(lengths.values())],
+        [rows_param(id=lengths, dl=lengths.values())],
     )

@@ -3,43 +3,52 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import duckdb
 
 from ..terms import Analyzer, term_id
+from .params import rows_param, rows_sql
 
-_INSERT = (
-    "INSERT INTO {table} SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]),"
-    " unnest(?::INTEGER[]), unnest(?::INTEGER[])"
+_ROWS = rows_sql(
+    {"term": "BIGINT", "message_id": "BIGINT", "session_id": "BIGINT", "tf": "INTEGER", "dl": "INTEGER"}
 )
 
 
-def index_messages(
-    conn: duckdb.DuckDBPyConnection,
-    rows: Sequence[tuple[int, int, str]],
-    *,
+def insert_postings(
+    cur: duckdb.DuckDBPyConnection,
+    docs: Iterable[tuple[int, int, Counter[str], int]],
     table: str = "_postings_recent",
-    analyzer: Analyzer | None = None,
-) -> dict[int, int]:
-    """Write postings of (message_id, session_id, content) rows; return each message's term count."""
-    analyzer = analyzer or Analyzer.shared()
-    terms: list[int] = []
-    message_ids: list[int] = []
-    session_ids: list[int] = []
-    tfs: list[int] = []
-    dls: list[int] = []
-    lengths: dict[int, int] = {}
-    for message_id, session_id, content in rows:
-        counts = Counter(analyzer.document_terms(content))
-        length = sum(counts.values())
-        lengths[message_id] = length
+) -> None:
+    """Write the postings of (message_id, session_id, term counts, term total) documents."""
+    columns: tuple[list[int], list[int], list[int], list[int], list[int]] = ([], [], [], [], [])
+    terms, message_ids, session_ids, tfs, dls = columns
+    for message_id, session_id, counts, dl in docs:
         for term, tf in counts.items():
             terms.append(term_id(term))
             message_ids.append(message_id)
             session_ids.append(session_id)
             tfs.append(tf)
-            dls.append(length)
+            dls.append(dl)
     if terms:
-        conn.execute(_INSERT.format(table=table), [terms, message_ids, session_ids, tfs, dls])
+        param = rows_param(term=terms, message_id=message_ids, session_id=session_ids, tf=tfs, dl=dls)
+        cur.execute(f"INSERT INTO {table} SELECT * FROM {_ROWS}", [param])
+
+
+def index_messages(
+    cur: duckdb.DuckDBPyConnection,
+    rows: Sequence[tuple[int, int, str]],
+    *,
+    table: str = "_postings_recent",
+    analyzer: Analyzer | None = None,
+) -> dict[int, int]:
+    """Write postings of (message_id, session_id, content) rows; return each message's term total."""
+    analyzer = analyzer or Analyzer.shared()
+    lengths: dict[int, int] = {}
+    docs: list[tuple[int, int, Counter[str], int]] = []
+    for message_id, session_id, content in rows:
+        counts = Counter(analyzer.document_terms(content))
+        lengths[message_id] = sum(counts.values())
+        docs.append((message_id, session_id, counts, lengths[message_id]))
+    insert_postings(cur, docs, table)
     return lengths

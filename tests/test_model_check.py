@@ -1,0 +1,152 @@
+"""Random operation sequences on the DuckDB store and on the dict-backed model give the same answers."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from mcp_sessions.memory import MemorySessionBackend
+from mcp_sessions.models import ChatMessage
+from mcp_sessions.store.duckdb import DuckDBSessionBackend
+
+KEYS = st.sampled_from(["a", "b", "c"])
+ROLES = st.sampled_from(["user", "assistant"])
+# A small alphabet so duplicates (for compact) and shared words (for search) are common.
+CONTENTS = st.sampled_from(
+    [
+        "hello world",
+        "hello",
+        "Hello World!",
+        "running late",
+        "run",
+        "Grüße aus Zürich",
+        "café",
+        "база данных",
+        "東京都",
+        "update_last",
+        "",
+        "😀",
+    ]
+)
+WORDS = ["hello", "run", "cafe", "база", "東京", "update", "zurich", "world"]
+OFFSETS = st.one_of(st.none(), st.integers(min_value=-8, max_value=8), st.integers())
+LIMITS = st.one_of(st.none(), st.integers(min_value=1, max_value=8), st.integers(min_value=1))
+
+
+class StoreMatchesModel(RuleBasedStateMachine):
+    """Every rule runs on both backends; results must agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = MemorySessionBackend()
+        self.store = DuckDBSessionBackend(":memory:")
+        # Sessions that exist in the store: the trait default delete_session cannot forget a key,
+        # so the model's own list keeps deleted keys and this set says which are really there.
+        self.existing: set[str] = set()
+        self.steps = 0
+        self.touched: str | None = None
+
+    @initialize()
+    def start(self) -> None:
+        self.existing = set()
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    @rule(key=KEYS, role=ROLES, content=CONTENTS)
+    def append(self, key: str, role: str, content: str) -> None:
+        self.touched = key
+        message = ChatMessage(role=role, content=content)
+        self.model.append(key, message)
+        self.store.append(key, message)
+        self.existing.add(key)
+
+    @rule(key=KEYS, role=ROLES, content=CONTENTS)
+    def update_last(self, key: str, role: str, content: str) -> None:
+        self.touched = key
+        message = ChatMessage(role=role, content=content)
+        assert self.store.update_last(key, message) == self.model.update_last(key, message)
+
+    @rule(key=KEYS)
+    def remove_last(self, key: str) -> None:
+        self.touched = key
+        assert self.store.remove_last(key) == self.model.remove_last(key)
+
+    @rule(key=KEYS)
+    def clear_messages(self, key: str) -> None:
+        self.touched = key
+        assert self.store.clear_messages(key) == self.model.clear_messages(key)
+
+    @rule(key=KEYS)
+    def compact(self, key: str) -> None:
+        self.touched = key
+        assert self.store.compact(key) == self.model.compact(key)
+
+    @rule(key=KEYS)
+    def delete_session(self, key: str) -> None:
+        self.touched = key
+        model_existed = self.model.delete_session(key)
+        assert self.store.delete_session(key) == (key in self.existing)
+        if key in self.existing:
+            assert model_existed
+        self.existing.discard(key)
+
+    @precondition(lambda self: bool(self.existing))  # type: ignore[misc]
+    @rule()
+    def optimize(self) -> None:
+        self.store.optimize()
+
+    @rule(key=KEYS, offset=OFFSETS, limit=LIMITS)
+    def load(self, key: str, offset: int | None, limit: int | None) -> None:
+        expected = self.model.load_page(key, offset=offset, limit=limit)
+        got = self.store.load_page(key, offset=offset, limit=limit)
+        assert got.total == expected.total
+        assert [(m.index, m.role, m.content) for m in got.messages] == [
+            (m.index, m.role, m.content) for m in expected.messages
+        ]
+        assert self.store.load(key) == self.model.load(key)
+
+    @rule(word=st.sampled_from(WORDS), key=st.one_of(st.none(), KEYS), role=st.one_of(st.none(), ROLES))
+    def search_messages(self, word: str, key: str | None, role: str | None) -> None:
+        expected = self.model.search_messages(word, limit=None, session_key=key, role=role)
+        got = self.store.search_messages(word, limit=None, session_key=key, role=role)
+        assert sorted((h.session_key, h.index, h.role) for h in got) == sorted(
+            (h.session_key, h.index, h.role) for h in expected
+        )
+
+    @invariant()
+    def messages_and_counts_agree(self) -> None:
+        assert self.store.list_sessions() == [k for k in self.model.list_sessions() if k in self.existing]
+        counts = {m.key: m.message_count for m in self.store.list_sessions_with_metadata()}
+        assert set(counts) == self.existing
+        for key in ["a", "b", "c"]:
+            if key in self.existing:
+                meta = self.store.get_session_metadata(key) if key == self.touched else None
+                assert counts[key] == len(self.model.load(key))
+                assert meta is None or meta.message_count == counts[key]
+            else:
+                assert self.store.get_session_metadata(key) is None
+        if self.touched is not None:
+            # Only the last rule's session can have changed: comparing it alone keeps steps cheap.
+            assert self.store.load(self.touched) == self.model.load(self.touched)
+            self.touched = None
+
+    @invariant()
+    def search_finds_exactly_the_messages_holding_the_word(self) -> None:
+        # One word per step, in turn, keeps the check cheap enough for CI.
+        word = WORDS[self.steps % len(WORDS)]
+        self.steps += 1
+        expected = {(h.session_key, h.index) for h in self.model.search_messages(word, limit=None)}
+        got = {(h.session_key, h.index) for h in self.store.search_messages(word, limit=None)}
+        assert got == expected, word
+
+
+StoreMatchesModel.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestStoreMatchesModel = StoreMatchesModel.TestCase
