@@ -96,7 +96,8 @@ class Corpus:
         self.seed = seed
         plan = random.Random(seed)
         self.vocabulary = _vocabulary(random.Random(seed + 1))
-        self._cum_weights = list(itertools.accumulate(1 / rank**ZIPF_EXPONENT for rank in range(1, len(self.vocabulary) + 1)))
+        ranks = range(1, len(self.vocabulary) + 1)
+        self._cum_weights = list(itertools.accumulate(1 / rank**ZIPF_EXPONENT for rank in ranks))
         self.big_session_messages = min(BIG_SESSION_MESSAGES, size // 5)
         rest = size - self.big_session_messages - PAGE_SESSION_MESSAGES
         count = max(1, round(size * SESSIONS_PER_1K / 1_000) - 1)

@@ -104,7 +104,8 @@ class SQLiteFTSBackend:
         try:
             session_id, count = conn.execute(
                 "INSERT INTO sessions (key, created_at, last_activity, message_count) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT (key) DO UPDATE SET message_count = message_count + 1, last_activity = excluded.last_activity"
+                " ON CONFLICT (key) DO UPDATE SET message_count = message_count + 1,"
+                " last_activity = excluded.last_activity"
                 " RETURNING id, message_count",
                 (session_key, now, now),
             ).fetchone()

@@ -9,6 +9,7 @@ markdown table and appends it to benchmarks/results/store-<date>.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -66,6 +67,14 @@ def _open(store: str, path: Path) -> Any:
     return SQLiteFTSBackend(str(path))
 
 
+def _source_digest() -> str:
+    """A short hash of mcp_sessions' source as this process sees it: the store may change between runs."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "mcp_sessions").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _peak_rss_mib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -101,6 +110,7 @@ def run_worker(
     """
     corpus = Corpus(size)
     result: dict[str, Any] = {"store": store, "size": size, "ops": {}, "errors": {}, "checks": {}}
+    result["source_digest"] = _source_digest()
 
     def step(phase: str) -> None:
         result["phase"] = phase
@@ -161,7 +171,8 @@ def run_worker(
         check("load_page 200 total", (page.total, len(page.messages)), (200, 200))
         last = backend.load_page(BIG_SESSION, offset=-20, limit=None)
         big = corpus.big_session_messages
-        check("load_page big last 20", (last.total, [m.index for m in last.messages]), (big, list(range(big - 20, big))))
+        tail = (last.total, [m.index for m in last.messages])
+        check("load_page big last 20", tail, (big, list(range(big - 20, big))))
         rare = backend.search(SessionQuery(keyword=RARE_WORD, limit=50))
         result["rare_sessions"] = sorted(m.key for m in rare)
     except BaseException as exc:
@@ -216,7 +227,8 @@ def _fmt(value: float | None) -> str:
 def _ratio(duck: float | None, lite: float | None) -> str:
     if duck is None or lite is None or lite == 0:
         return "—"
-    return f"{duck / lite:.2f}"
+    ratio = duck / lite
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.3f}"
 
 
 def table(results: dict[int, dict[str, dict[str, Any]]]) -> str:
@@ -264,7 +276,8 @@ def notes(results: dict[int, dict[str, dict[str, Any]]], generation: dict[int, f
     for size, by_store in results.items():
         corpus = Corpus(size)
         out.append(
-            f"- size {size:,}: {len(corpus.sessions):,} sessions (big session {corpus.big_session_messages:,} messages);"
+            f"- size {size:,}: {len(corpus.sessions):,} sessions"
+            f" (big session {corpus.big_session_messages:,} messages);"
             f" generating the corpus alone took {generation[size]:.1f} s"
         )
         rare = {store: r.get("rare_sessions") for store, r in by_store.items()}
@@ -279,7 +292,10 @@ def notes(results: dict[int, dict[str, dict[str, Any]]], generation: dict[int, f
             for name, message in r.get("checks", {}).items():
                 out.append(f"  - **{store} check {name}**: {message}")
             if "rss_before_open_mib" in r:
-                out.append(f"  - {store} process RSS before opening the store: {r['rss_before_open_mib']:.0f} MiB")
+                out.append(
+                    f"  - {store} process RSS before opening the store: {r['rss_before_open_mib']:.0f} MiB;"
+                    f" mcp_sessions source digest {r.get('source_digest', '?')}"
+                )
     return "\n".join(out)
 
 
@@ -290,8 +306,23 @@ def _generation_seconds(size: int) -> float:
     return time.perf_counter() - started
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+
+
 def _spawn(
-    store: str, size: int, fast: int, searches: int, generation_s: float, timeout: float | None, no_pandas: bool
+    store: str,
+    size: int,
+    fast: int,
+    searches: int,
+    generation_s: float,
+    timeout: float | None,
+    max_rss_gib: float,
+    no_pandas: bool,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{store}-{size}-"))
     out = Path(tempfile.mkdtemp(prefix="bench-result-")) / "result.json"
@@ -304,17 +335,24 @@ def _spawn(
         if no_pandas:
             command.append("--no-pandas")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        # stderr passes through (progress); Popen + wait so a timeout ends this worker only, by its pid.
+        # stderr passes through (progress); the worker is watched so a limit ends it alone, by its pid.
         worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-        try:
-            code = worker.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-            code = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stopped = ""
+        while (code := worker.poll()) is None:
+            rss_gib = _rss_kib(worker.pid) / 2**20
+            if rss_gib > max_rss_gib:
+                stopped = f"stopped: its RSS reached {rss_gib:.1f} GiB (limit {max_rss_gib:g} GiB)"
+            elif deadline is not None and time.monotonic() > deadline:
+                stopped = f"stopped by the {timeout:.0f} s timeout"
+            if stopped:
+                worker.kill()
+                worker.wait()
+                break
+            time.sleep(1)
         result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"ops": {}, "errors": {}}
-        if code is None:
-            result.setdefault("errors", {})[result.get("phase", "start")] = f"stopped by the {timeout:.0f} s timeout"
+        if stopped:
+            result.setdefault("errors", {})[result.get("phase", "start")] = stopped
         elif code != 0:
             result.setdefault("errors", {})["worker"] = f"exit status {code} in phase {result.get('phase', 'start')}"
         return result
@@ -330,7 +368,9 @@ def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "mcp_sessions"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
     except OSError:
         commit, dirty = "?", ""
     command = "python -m benchmarks.store " + " ".join(sys.argv[1:])
@@ -338,13 +378,13 @@ def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int
         [
             f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: sizes {', '.join(f'{s:,}' for s in sizes)}",
             "",
-            f"`{command.strip()}` at {commit}{' (uncommitted changes)' if dirty.strip() else ''};"
+            f"`{command.strip()}` at {commit}{' (mcp_sessions has uncommitted changes)' if dirty.strip() else ''};"
             f" Python {platform.python_version()}, DuckDB {duckdb.__version__}, SQLite {sqlite3.sqlite_version},"
             f" {os.cpu_count()} CPUs, {platform.machine()}. Latencies in ms: median (p50) and p95 over"
             f" {fast} repetitions (searches {searches}) after {WARMUP} untimed calls; ratio = duckdb p50 / sqlite p50"
-            " (below 1: DuckDB faster or smaller; for the import rate, above 1 is DuckDB faster). Each store is built and measured in its own process, on disk in a"
-            " temp folder. DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content"
-            " FTS5 (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
+            " (below 1: DuckDB faster or smaller; for the import rate, above 1 is DuckDB faster)."
+            " Each store is built and measured in its own process, on disk in a temp folder."
+            " DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content FTS5 (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
             " The import rate subtracts the time generating the corpus takes on its own."
             + (
                 " **Diagnostic run (--no-pandas): `import pandas` fails fast in both workers; pandas is not"
@@ -371,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, help="stop a store's run after this many seconds, keep its results")
     parser.add_argument(
+        "--max-rss-gib", type=float, default=12.0, help="stop a store's run when its RSS passes this (default 12)"
+    )
+    parser.add_argument(
         "--no-pandas",
         action="store_true",
         help="diagnostic: make `import pandas` fail fast in the workers (DuckDB's binding retries it per list element)",
@@ -380,7 +423,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         if args.no_pandas:
             sys.modules["pandas"] = None  # type: ignore[assignment]
-        run_worker(args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds, args.result)
+        run_worker(
+            args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds, args.result
+        )
         return
 
     sizes = [int(s.replace("_", "")) for s in (args.sizes or ("10000" if args.quick else DEFAULT_SIZES)).split(",")]
@@ -394,7 +439,9 @@ def main(argv: list[str] | None = None) -> None:
         results[size] = {}
         for store in stores:
             started = time.perf_counter()
-            results[size][store] = _spawn(store, size, fast, searches, generation[size], args.timeout, args.no_pandas)
+            results[size][store] = _spawn(
+                store, size, fast, searches, generation[size], args.timeout, args.max_rss_gib, args.no_pandas
+            )
             print(f"size {size:,}: {store} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     report = "\n\n".join([_header(args, sizes, fast, searches), table(results), notes(results, generation)]) + "\n"

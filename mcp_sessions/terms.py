@@ -44,6 +44,9 @@ _STEMMER_BY_SCRIPT = {"LATIN": "english", "CYRILLIC": "russian", "GREEK": "greek
 _FOLD_MARKS = {"LATIN", "GREEK", "ARABIC", "HEBREW"}
 
 SNIPPET_CHARS = 300
+# A query's words beyond this many are ignored: each costs an index scan, and a pasted page of
+# text (or a hostile one) must not take seconds.
+MAX_QUERY_TERMS = 64
 _STEM_CACHE_MAX = 200_000
 
 
@@ -194,12 +197,20 @@ class Analyzer:
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""
-        return list(dict.fromkeys(self._terms(text, query=True)))
+        return list(dict.fromkeys(self._terms(text, query=True)))[:MAX_QUERY_TERMS]
 
     def first_match(self, text: str, terms: set[str]) -> tuple[int, int] | None:
         """Span of the first token of text that yields one of terms."""
         for match in _TOKEN.finditer(text):
-            if terms.intersection(self._terms(match.group(), query=False)):
+            found = terms.intersection(self._terms(match.group(), query=False))
+            if found:
+                # Inside a run of unspaced script (one token, maybe thousands of characters long) point
+                # at the matched characters themselves.
+                folded = match.group().casefold()
+                at = min((i for term in found if (i := folded.find(term)) >= 0), default=-1)
+                if _UNSPACED.search(match.group()) and at >= 0 and len(folded) == len(match.group()):
+                    length = max(len(term) for term in found if folded.find(term) == at)
+                    return match.start() + at, match.start() + at + length
                 return match.span()
         return None
 

@@ -106,10 +106,12 @@ class DuckDBSessionBackend(SessionBackend):
         self._writes_since_check = 0
         self._closed = False
         if read_only:
-            if pending(self._db):
+            if pending(self._db, create=False):
                 raise StoreReadOnly(f"{self.path} needs a schema upgrade: open it once without --read-only")
         else:
             migrate(self._db)
+        # Messages with ids up to this have their postings in the term-sorted table (see _kill).
+        self._merged_upto = self._max_indexed(self._db)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory = self.path == ":memory:"
@@ -186,20 +188,28 @@ class DuckDBSessionBackend(SessionBackend):
                 self._merge_recent(cur)
             wal = Path(self.path + ".wal")
             if self.path != ":memory:" and wal.exists() and wal.stat().st_size >= CHECKPOINT_WAL_BYTES:
-                cur.execute("CHECKPOINT")
+                self._checkpoint()
         except duckdb.Error as exc:
             # The write before this is already durable in the log; upkeep retries on a later write.
             log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
 
     def _merge_recent(self, cur: duckdb.DuckDBPyConnection) -> None:
-        cur.execute("BEGIN TRANSACTION")
+        """Move recent postings into the term-sorted table as one sorted run."""
+        cur.begin()
         try:
             cur.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
             cur.execute("DELETE FROM _postings_recent")
-            cur.execute("COMMIT")
+            upto = self._max_indexed(cur)
+            cur.commit()
         except BaseException:
-            cur.execute("ROLLBACK")
+            cur.rollback()
             raise
+        self._merged_upto = upto
+
+    @staticmethod
+    def _max_indexed(cur: duckdb.DuckDBPyConnection) -> int:
+        row = cur.execute("SELECT coalesce(max(message_id), 0) FROM _postings").fetchone()
+        return 0 if row is None else int(row[0])
 
     def optimize(self) -> None:
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
@@ -214,8 +224,17 @@ class DuckDBSessionBackend(SessionBackend):
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
             cur.execute("DELETE FROM _postings_recent")
             cur.execute("DELETE FROM _dead_messages")
-        if self.path != ":memory:":
+            self._merged_upto = self._max_indexed(cur)
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Fold the write-ahead log into the file; on failure the log keeps every write, and a later try folds it."""
+        if self.path == ":memory:" or self.read_only:
+            return
+        try:
             self._cursor().execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.warning("checkpoint deferred: %s", exc)
 
     def close(self) -> None:
         """Checkpoint and close; later calls fail."""
@@ -286,12 +305,17 @@ class DuckDBSessionBackend(SessionBackend):
         docs = [(ids[r[0] * _POS + r[1]], r[0], c, dl) for r, c, dl in zip(rows, counts, lengths, strict=True)]
         insert_postings(cur, docs)
 
-    @staticmethod
-    def _kill(cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
-        """Delete messages matching where; their postings become dead. Returns how many."""
-        cur.execute(f"INSERT INTO _dead_messages SELECT id FROM messages WHERE {where}", params)
-        row = cur.execute(f"DELETE FROM messages WHERE {where}", params).fetchone()
-        return 0 if row is None else int(row[0])
+    def _kill(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
+        """Delete the messages matching where, and their postings; return how many went."""
+        ids = [row[0] for row in cur.execute(f"DELETE FROM messages WHERE {where} RETURNING id", params).fetchall()]
+        recent = [i for i in ids if i > self._merged_upto]
+        merged = [i for i in ids if i <= self._merged_upto]
+        if recent:
+            cur.execute(f"DELETE FROM _postings_recent WHERE message_id IN (SELECT id FROM {_IDS})", [rows_param(id=recent)])
+        if merged:
+            # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
+            cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
+        return len(ids)
 
     @staticmethod
     def _session_range(session_id: int) -> list[object]:

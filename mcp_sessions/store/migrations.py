@@ -22,15 +22,20 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
-def applied(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Names of the migrations already applied to this database, in order."""
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+def applied(conn: duckdb.DuckDBPyConnection, *, create: bool = True) -> list[str]:
+    """Names of the migrations already applied to this database (create=False: never writes)."""
+    if create:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+    elif not conn.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = '_migrations'").fetchall():
+        return []
     return [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY applied_at, name").fetchall()]
 
 
-def pending(conn: duckdb.DuckDBPyConnection) -> list[Migration]:
+def pending(conn: duckdb.DuckDBPyConnection, *, create: bool = True) -> list[Migration]:
     """Migrations not yet applied."""
-    done = set(applied(conn))
+    done = set(applied(conn, create=create))
     return [m for m in MIGRATIONS if m.__name__ not in done]
 
 
@@ -103,7 +108,7 @@ def m002_search_postings(conn: duckdb.DuckDBPyConnection) -> None:
     # Live full-text search: an inverted index written in each write's own transaction.
     # _postings holds merged postings sorted by term id (zone maps prune by term); _postings_recent
     # takes each write's postings until the next merge; _dead_messages lists ids of messages that
-    # are gone while their postings are still stored (purged at merge). messages.dl is the message's
+    # are gone while their merged postings are still stored (purged by optimize). messages.dl is the message's
     # term count, for BM25's length normalisation. Messages written before this are indexed here.
     for table in ("_postings", "_postings_recent"):
         conn.execute(

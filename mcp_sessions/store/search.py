@@ -34,23 +34,30 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
         for table in ("_postings", "_postings_recent"):
             branches.append(f"SELECT term, message_id, session_id, tf, dl FROM {table} WHERE term = ?")
             params.append(tid)
-    where = ["message_id NOT IN (SELECT message_id FROM _dead_messages)"]
+    where: list[str] = []
     if filters.session_key is not None:
         where.append("session_id = (SELECT id FROM sessions WHERE key = ?)")
         params.append(filters.session_key)
     if filters.agent_alias is not None:
         where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = ?)")
         params.append(filters.agent_alias)
+    # A message's score: how many of the query's words it holds (so more words always rank higher),
+    # plus its BM25 score squashed into [0, 1) to order messages holding as many.
     sql = f"""
         WITH p AS ({" UNION ALL ".join(branches)}),
-        df AS (SELECT term, count(*) AS df FROM p GROUP BY term),
-        scored AS (
-            SELECT message_id, any_value(session_id) AS session_id,
+        live AS (SELECT * FROM p WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)),
+        df AS (SELECT term, count(*) AS df FROM live GROUP BY term),
+        bm25 AS (
+            SELECT message_id, any_value(session_id) AS session_id, count(*) AS words,
                    sum(ln(1 + (? - df.df + 0.5) / (df.df + 0.5))
-                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / ?))) AS score
-            FROM p JOIN df USING (term)
-            WHERE {" AND ".join(where)}
+                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / ?))) AS relevance
+            FROM live JOIN df USING (term)
+            {"WHERE " + " AND ".join(where) if where else ""}
             GROUP BY message_id
+        ),
+        scored AS (
+            SELECT message_id, session_id, words + greatest(relevance, 0) / (1 + greatest(relevance, 0)) AS score
+            FROM bm25
         )
     """
     # The two statistics come after the branch and filter parameters, in text order.
