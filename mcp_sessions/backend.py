@@ -17,6 +17,7 @@ from .models import (
     SessionQuery,
     SessionState,
     TimestampedMessage,
+    check_unicode,
 )
 
 
@@ -37,7 +38,8 @@ class SessionBackend(ABC):
 
     def check_message(self, message: ChatMessage) -> None:
         """message.content is at most max_content_bytes of UTF-8 (the other rules live in ChatMessage)."""
-        size = len(message.content.encode("utf-8", "surrogatepass"))
+        check_unicode("message.content", message.content)
+        size = len(message.content.encode("utf-8"))
         if size > self.max_content_bytes:
             raise InvalidArgument(
                 f"message.content must be at most {self.max_content_bytes} bytes of UTF-8, got {size}"

@@ -26,8 +26,18 @@ def _has_control(value: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
+def check_unicode(argument: str, value: str) -> str:
+    """Text must be storable as UTF-8: a lone surrogate (possible in JSON's \\ud800) is not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{argument} must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
 def check_text(argument: str, value: str) -> str:
     """The rule for names, aliases, states, turn ids and context fields: at most 512 code points, no Cc."""
+    check_unicode(argument, value)
     if len(value) > MAX_KEY_CHARS:
         raise InvalidArgument(f"{argument} must be at most {MAX_KEY_CHARS} characters, got {len(value)}")
     if _has_control(value):
@@ -108,7 +118,9 @@ def _as_utc(value: datetime | None) -> datetime | None:
 UtcTime = Annotated[datetime | None, AfterValidator(_as_utc)]
 
 SessionKey = Annotated[str, AfterValidator(check_session_key), Field(description="The session's key, as given.")]
-Role = Annotated[str, _non_empty("role"), _max_chars("role", MAX_ROLE_CHARS)]
+Role = Annotated[
+    str, _non_empty("role"), _max_chars("role", MAX_ROLE_CHARS), AfterValidator(lambda v: check_unicode("role", v))
+]
 Name = Annotated[str, _text_rule("name")]
 AgentAlias = Annotated[str, _text_rule("agent_alias")]
 State = Annotated[str, _non_empty("state"), _text_rule("state")]
