@@ -79,10 +79,10 @@ def search_message_rows(
         params.append(filters.role)
     if filters.since is not None:
         message_where.append("m.created_at >= ?")
-        params.append(filters.since)
+        params.append(filters.since.isoformat())
     if filters.until is not None:
         message_where.append("m.created_at <= ?")
-        params.append(filters.until)
+        params.append(filters.until.isoformat())
     limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
     if message_where:
         sql = f"""{cte}
