@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -102,7 +103,14 @@ def _time(call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> lis
 
 
 def run_worker(
-    store: str, size: int, folder: Path, fast: int, searches: int, generation_s: float, out: Path
+    store: str,
+    size: int,
+    folder: Path,
+    fast: int,
+    searches: int,
+    generation_s: float,
+    out: Path,
+    import_batch: int | None = None,
 ) -> dict[str, Any]:
     """Build one store of size messages in folder, then time each operation; errors are recorded, not raised.
 
@@ -128,7 +136,12 @@ def run_worker(
     step("append_many")
     started = time.perf_counter()
     try:
-        added = backend.append_many(corpus.rows())
+        if import_batch:
+            rows, added = corpus.rows(), 0
+            while chunk := list(itertools.islice(rows, import_batch)):
+                added += backend.append_many(chunk)
+        else:
+            added = backend.append_many(corpus.rows())
     except BaseException as exc:
         result["errors"]["append_many"] = _error(exc)
         return result
@@ -323,6 +336,7 @@ def _spawn(
     timeout: float | None,
     max_rss_gib: float,
     no_pandas: bool,
+    import_batch: int | None,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{store}-{size}-"))
     out = Path(tempfile.mkdtemp(prefix="bench-result-")) / "result.json"
@@ -334,6 +348,8 @@ def _spawn(
         ]  # fmt: skip
         if no_pandas:
             command.append("--no-pandas")
+        if import_batch:
+            command += ["--import-batch", str(import_batch)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         # stderr passes through (progress); the worker is watched so a limit ends it alone, by its pid.
         worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -384,8 +400,14 @@ def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int
             f" {fast} repetitions (searches {searches}) after {WARMUP} untimed calls; ratio = duckdb p50 / sqlite p50"
             " (below 1: DuckDB faster or smaller; for the import rate, above 1 is DuckDB faster)."
             " Each store is built and measured in its own process, on disk in a temp folder."
-            " DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content FTS5 (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
+            " DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content FTS5"
+            " (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
             " The import rate subtracts the time generating the corpus takes on its own."
+            + (
+                f" **Import split into append_many calls of {args.import_batch:,} messages, one transaction each.**"
+                if args.import_batch
+                else ""
+            )
             + (
                 " **Diagnostic run (--no-pandas): `import pandas` fails fast in both workers; pandas is not"
                 " installed and DuckDB's Python binding otherwise re-attempts the import for every list element.**"
@@ -411,6 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, help="stop a store's run after this many seconds, keep its results")
     parser.add_argument(
+        "--import-batch", type=int, help="import in append_many calls of this many messages (default: one call)"
+    )
+    parser.add_argument(
         "--max-rss-gib", type=float, default=12.0, help="stop a store's run when its RSS passes this (default 12)"
     )
     parser.add_argument(
@@ -424,7 +449,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.no_pandas:
             sys.modules["pandas"] = None  # type: ignore[assignment]
         run_worker(
-            args.worker, args.size, args.dir, args.fast_reps, args.search_reps, args.generation_seconds, args.result
+            args.worker,
+            args.size,
+            args.dir,
+            args.fast_reps,
+            args.search_reps,
+            args.generation_seconds,
+            args.result,
+            args.import_batch,
         )
         return
 
@@ -440,7 +472,15 @@ def main(argv: list[str] | None = None) -> None:
         for store in stores:
             started = time.perf_counter()
             results[size][store] = _spawn(
-                store, size, fast, searches, generation[size], args.timeout, args.max_rss_gib, args.no_pandas
+                store,
+                size,
+                fast,
+                searches,
+                generation[size],
+                args.timeout,
+                args.max_rss_gib,
+                args.no_pandas,
+                args.import_batch,
             )
             print(f"size {size:,}: {store} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,6 +63,7 @@ def _script(word: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def term_id(term: str) -> int:
     """A stable signed 64-bit id for a term (Python's hash() changes per process)."""
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)

@@ -44,16 +44,17 @@ def test_file_from_before_search_is_indexed_on_upgrade(tmp_path: Path) -> None:
     conn = duckdb.connect(str(path))
     migrations.migrate(conn, stop_before="m002_search_postings")
     assert "_postings" not in {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    # Rows shaped as m001 left them: one session, two messages, one without a time.
+    # Rows as m001-era code wrote them (ids from the sequences): one session, two messages, one without a time.
     stamp = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     conn.execute(
-        "INSERT INTO sessions (id, key, created_at, last_activity, message_count) VALUES (1, 'legacy', ?, ?, 2)",
+        "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+        " VALUES (nextval('session_ids'), 'legacy', ?, ?, 2)",
         [stamp, stamp],
     )
     conn.execute(
         "INSERT INTO messages (id, session_id, idx, pos, page, role, content, created_at) VALUES"
-        " (1, 1, 0, 4294967296, 67108864, 'user', 'Deploying the café service on Tuesday', ?),"
-        " (2, 1, 1, 4294967297, 67108864, 'assistant', 'Rollback plan for version 1.5.5', NULL)",
+        " (nextval('message_ids'), 1, 0, 4294967296, 67108864, 'user', 'Deploying the café service on Tuesday', ?),"
+        " (nextval('message_ids'), 1, 1, 4294967297, 67108864, 'assistant', 'Rollback plan for version 1.5.5', NULL)",
         [stamp],
     )
     conn.close()

@@ -102,8 +102,9 @@ class DuckDBSessionBackend(SessionBackend):
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self._generation = 0
-        self._stats: tuple[int, int, float] | None = None
+        self._stats: list[int] | None = None
+        self._stats_lock = threading.Lock()
+        self._pending = [0, 0]
         self._writes_since_check = 0
         self._closed = False
         if read_only:
@@ -164,6 +165,7 @@ class DuckDBSessionBackend(SessionBackend):
             raise StoreReadOnly(f"the store {self.path} is open read-only: writes are refused")
         with self._write_lock:
             cur = self._cursor()
+            self._pending = [0, 0]
             cur.begin()
             try:
                 yield cur
@@ -174,7 +176,10 @@ class DuckDBSessionBackend(SessionBackend):
                 except duckdb.Error:
                     pass  # the failed statement or commit already ended the transaction
                 raise
-            self._generation += 1
+            with self._stats_lock:
+                if self._stats is not None:
+                    self._stats[0] += self._pending[0]
+                    self._stats[1] += self._pending[1]
             self._upkeep(cur)
 
     def _upkeep(self, cur: duckdb.DuckDBPyConnection) -> None:
@@ -232,10 +237,13 @@ class DuckDBSessionBackend(SessionBackend):
         """Fold the write-ahead log into the file; on failure the log keeps every write, and a later try folds it."""
         if self.path == ":memory:" or self.read_only:
             return
-        try:
-            self._cursor().execute("CHECKPOINT")
-        except duckdb.Error as exc:
-            log.warning("checkpoint deferred: %s", exc)
+        # On the first connection, under the write lock: from a cursor that has just committed a
+        # write, DuckDB 1.5 refuses CHECKPOINT ("other write transactions active").
+        with self._write_lock:
+            try:
+                self._db.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                log.warning("checkpoint deferred: %s", exc)
 
     def close(self) -> None:
         """Checkpoint and close; later calls fail."""
@@ -281,7 +289,7 @@ class DuckDBSessionBackend(SessionBackend):
         return row[0]
 
     def _insert_messages(
-        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, datetime | str | None]]
+        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None]]
     ) -> None:
         """Insert (session_id, idx, role, content, created_at) rows with their postings, in one statement each."""
         counts = [Counter(self._analyzer.document_terms(row[3])) for row in rows]
@@ -303,12 +311,15 @@ class DuckDBSessionBackend(SessionBackend):
             ],
         ).fetchall()
         ids = dict(returned)
+        self._count(len(rows), sum(lengths))
         docs = [(ids[r[0] * _POS + r[1]], r[0], c, dl) for r, c, dl in zip(rows, counts, lengths, strict=True)]
         insert_postings(cur, docs)
 
     def _kill(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
         """Delete the messages matching where, and their postings; return how many went."""
-        ids = [row[0] for row in cur.execute(f"DELETE FROM messages WHERE {where} RETURNING id", params).fetchall()]
+        gone = cur.execute(f"DELETE FROM messages WHERE {where} RETURNING id, dl", params).fetchall()
+        ids = [row[0] for row in gone]
+        self._count(-len(gone), -sum(row[1] or 0 for row in gone))
         recent = [i for i in ids if i > self._merged_upto]
         merged = [i for i in ids if i <= self._merged_upto]
         if recent:
@@ -323,15 +334,19 @@ class DuckDBSessionBackend(SessionBackend):
         return [session_id * _POS, (session_id + 1) * _POS]
 
     def _search_stats(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, float]:
-        """Message count and mean term count, for BM25; cached until the next write."""
-        stats = self._stats
-        if stats is None or stats[0] != self._generation:
-            generation = self._generation
-            row = cur.execute("SELECT count(*), coalesce(avg(dl), 0) FROM messages").fetchone()
-            assert row is not None
-            stats = (generation, int(row[0]), float(row[1]))
-            self._stats = stats
-        return stats[1], stats[2]
+        """Message count and mean term count, for BM25; read once, then kept up to date by the writes."""
+        with self._stats_lock:
+            if self._stats is None:
+                row = cur.execute("SELECT count(*), coalesce(sum(dl), 0) FROM messages").fetchone()
+                assert row is not None
+                self._stats = [int(row[0]), int(row[1])]
+            docs, terms = self._stats
+        return docs, terms / docs if docs else 0.0
+
+    def _count(self, docs: int, terms: int) -> None:
+        """Record messages added (or removed, negative) by the open write; applied when it commits."""
+        self._pending[0] += docs
+        self._pending[1] += terms
 
     # Required operations.
 
@@ -563,7 +578,7 @@ class DuckDBSessionBackend(SessionBackend):
                     [rows_param(key=new, added=(added[k] for k in new), now=[now] * len(new))],
                 ).fetchall()
                 slots.update((key, (session_id, 0)) for key, session_id in created)
-            rows: list[tuple[int, int, str, str, datetime | str | None]] = []
+            rows: list[tuple[int, int, str, str, str | None]] = []
             for key, message in batch:
                 session_id, idx = slots[key]
                 slots[key] = (session_id, idx + 1)

@@ -89,7 +89,7 @@ def m001_sessions_and_messages(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         """
         CREATE TABLE messages (
-            id BIGINT NOT NULL,
+            id BIGINT PRIMARY KEY,
             session_id BIGINT NOT NULL,
             idx BIGINT NOT NULL,
             pos BIGINT NOT NULL UNIQUE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
 
 # JSON has no time type: times travel as ISO 8601 text and are cast back.
 _JSON_TYPE = {"TIMESTAMPTZ": "VARCHAR"}
@@ -25,8 +24,5 @@ def rows_sql(columns: dict[str, str]) -> str:
 
 
 def rows_param(**columns: Iterable[object]) -> str:
-    """The JSON text for rows_sql; every column must have the same length."""
-    return json.dumps(
-        {name: [v.isoformat() if isinstance(v, datetime) else v for v in values] for name, values in columns.items()},
-        ensure_ascii=False,
-    )
+    """The JSON text for rows_sql; every column must have the same length, times given as ISO 8601 text."""
+    return json.dumps({name: list(values) for name, values in columns.items()}, ensure_ascii=False)

@@ -8,6 +8,7 @@ from datetime import datetime
 import duckdb
 
 from ..terms import term_id
+from .params import rows_param, rows_sql
 
 K1 = 1.2
 B = 0.75
@@ -25,9 +26,9 @@ class Filters:
 
 
 def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> tuple[str, list[object]]:
-    """WITH clauses ending in scored(message_id, session_id, score): one BM25 score per live message."""
-    params: list[object] = []
+    """WITH clauses ending in scored(message_id, session_id, score): one score per live matching message."""
     branches: list[str] = []
+    params: list[object] = [float(max(docs, 1)), float(max(avgdl, 1.0))]
     for term in terms:
         tid = term_id(term)
         # One equality scan per term and table, so each uses the term's zone maps (an IN list would not).
@@ -41,17 +42,30 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
     if filters.agent_alias is not None:
         where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = ?)")
         params.append(filters.agent_alias)
+    # Message filters read only the narrow columns they test, never the content.
+    message_where: list[str] = []
+    for column, op, value in (
+        ("role", "=", filters.role),
+        ("created_at", ">=", filters.since),
+        ("created_at", "<=", filters.until),
+    ):
+        if value is not None:
+            message_where.append(f"{column} {op} ?")
+            params.append(value.isoformat() if isinstance(value, datetime) else value)
+    if message_where:
+        where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
     # A message's score: how many of the query's words it holds (so more words always rank higher),
     # plus its BM25 score squashed into [0, 1) to order messages holding as many.
     sql = f"""
-        WITH p AS ({" UNION ALL ".join(branches)}),
+        WITH stats AS (SELECT ?::DOUBLE AS docs, ?::DOUBLE AS avgdl),
+        p AS ({" UNION ALL ".join(branches)}),
         live AS (SELECT * FROM p WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)),
-        df AS (SELECT term, count(*) AS df FROM live GROUP BY term),
+        df AS (SELECT term, count(*)::DOUBLE AS df FROM live GROUP BY term),
         bm25 AS (
             SELECT message_id, any_value(session_id) AS session_id, count(*) AS words,
-                   sum(ln(1 + (? - df.df + 0.5) / (df.df + 0.5))
-                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / ?))) AS relevance
-            FROM live JOIN df USING (term)
+                   sum(ln(1 + (stats.docs - df.df + 0.5) / (df.df + 0.5))
+                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / stats.avgdl))) AS relevance
+            FROM live JOIN df USING (term) CROSS JOIN stats
             {"WHERE " + " AND ".join(where) if where else ""}
             GROUP BY message_id
         ),
@@ -60,12 +74,11 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
             FROM bm25
         )
     """
-    # The two statistics come after the branch and filter parameters, in text order.
-    params = params[: len(branches)] + [max(docs, 1), max(avgdl, 1.0)] + params[len(branches) :]
     return sql, params
 
 
 Row = tuple[float, int, str, str, datetime | None, str]
+_IDS = rows_sql({"id": "BIGINT"})
 
 
 def search_message_rows(
@@ -73,30 +86,26 @@ def search_message_rows(
 ) -> list[Row]:
     """(score, idx, role, content, created_at, session_key) of the best messages, best first."""
     cte, params = _scored_cte(terms, docs, avgdl, filters)
-    message_where: list[str] = []
-    if filters.role is not None:
-        message_where.append("m.role = ?")
-        params.append(filters.role)
-    if filters.since is not None:
-        message_where.append("m.created_at >= ?")
-        params.append(filters.since.isoformat())
-    if filters.until is not None:
-        message_where.append("m.created_at <= ?")
-        params.append(filters.until.isoformat())
     limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
-    if message_where:
-        sql = f"""{cte}
-            SELECT s.score, m.idx, m.role, m.content, timezone('UTC', m.created_at), sess.key
-            FROM scored s JOIN messages m ON m.id = s.message_id JOIN sessions sess ON sess.id = s.session_id
-            WHERE {" AND ".join(message_where)}
-            ORDER BY s.score DESC, s.message_id DESC {limit_sql}"""
-    else:
-        # Rank on the postings alone, then fetch only the winners' rows.
-        sql = f"""{cte}, top AS (SELECT * FROM scored ORDER BY score DESC, message_id DESC {limit_sql})
-            SELECT s.score, m.idx, m.role, m.content, timezone('UTC', m.created_at), sess.key
-            FROM top s JOIN messages m ON m.id = s.message_id JOIN sessions sess ON sess.id = s.session_id
-            ORDER BY s.score DESC, s.message_id DESC"""
-    return [tuple(row) for row in cur.execute(sql, params).fetchall()]  # type: ignore[misc]
+    # Rank on the postings alone, then fetch only the winners' rows.
+    ranked = cur.execute(
+        f"{cte} SELECT message_id, score FROM scored ORDER BY score DESC, message_id DESC {limit_sql}", params
+    ).fetchall()
+    if not ranked:
+        return []
+    # One primary-key lookup per winner: a join would scan every row group that holds one.
+    lookups = " UNION ALL ".join(
+        "SELECT id, idx, role, content, timezone('UTC', created_at), session_id FROM messages WHERE id = ?"
+        for _ in ranked
+    )
+    rows = cur.execute(lookups, [r[0] for r in ranked]).fetchall()
+    session_ids = {row[5] for row in rows}
+    keys = dict(
+        cur.execute(f"SELECT id, key FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=session_ids)])
+        .fetchall()
+    )
+    by_id = {row[0]: (*row[1:5], keys[row[5]]) for row in rows}
+    return [(score, *by_id[mid]) for mid, score in ranked if mid in by_id]  # type: ignore[misc]
 
 
 def search_session_ids(
