@@ -13,7 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import ToolAnnotations
-from pydantic import ConfigDict, Field, WithJsonSchema
+from pydantic import ConfigDict, WithJsonSchema
 
 from . import __version__
 from .backend import SessionBackend

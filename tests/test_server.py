@@ -163,7 +163,8 @@ async def test_setters_create_the_session_and_echo_what_is_stored(client: Client
         "name": "Trip",
     }
     assert await call(client, "get_session_name", {"session_key": "k"}) == {"name": "Trip"}
-    assert await call(client, "set_session_name", {"session_key": "k", "name": ""}) == {"session_key": "k", "name": None}
+    cleared = await call(client, "set_session_name", {"session_key": "k", "name": ""})
+    assert cleared == {"session_key": "k", "name": None}
     assert await call(client, "set_session_agent_alias", {"session_key": "k", "agent_alias": "bot"}) == {
         "session_key": "k",
         "agent_alias": "bot",

@@ -54,13 +54,8 @@ def module_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 async def client(module_db: str) -> AsyncIterator[Client]:
     """One server process shared by the tests that are not about the process itself."""
-    with anyio.fail_after(START):
-        connected = Client(server(module_db))
-        await connected.__aenter__()
-    try:
+    async with Client(server(module_db), read_timeout_seconds=START) as connected:
         yield connected
-    finally:
-        await connected.__aexit__(None, None, None)
 
 
 class RawServer:
@@ -171,7 +166,8 @@ async def test_metadata_and_state_tools_over_stdio(client: Client) -> None:
     running = await call(client, "set_session_state", {"session_key": key, "state": "running", "turn_id": "t9"})
     assert running["state"]["turn_id"] == "t9" and running["state"]["turn_started_at"]
     assert key in [m["key"] for m in (await call(client, "list_running_sessions"))["sessions"]]
-    assert key not in [m["key"] for m in (await call(client, "list_stuck_sessions", {"threshold_secs": 3600}))["sessions"]]
+    stuck = (await call(client, "list_stuck_sessions", {"threshold_secs": 3600}))["sessions"]
+    assert key not in [m["key"] for m in stuck]
     await call(client, "set_session_state", {"session_key": key, "state": "idle"})
     assert key in (await call(client, "list_sessions"))["sessions"]
     listed = await call(client, "list_sessions_with_metadata", {"limit": 1000})

@@ -46,6 +46,8 @@ _FIELDS = "key, name, created_at, last_activity, message_count, agent_alias, cha
 _META = _FIELDS.replace("created_at", "timezone('UTC', created_at)").replace(
     "last_activity", "timezone('UTC', last_activity)"
 )
+# Messages per INSERT statement of a bulk append.
+_INSERT_CHUNK = 2_000
 # Recent postings are merged into the term-sorted table once they reach this many rows.
 MERGE_ROWS = 50_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
@@ -129,7 +131,15 @@ class DuckDBSessionBackend(SessionBackend):
                 holder = _LOCK_HOLDER.search(text)
                 who = f"process {holder.group(1)}" if holder else "another process"
                 raise StoreLocked(f"{self.path} is held by {who}: {text}") from exc
-            raise
+            if "replaying WAL" not in text or self.read_only:
+                raise
+            # A log DuckDB cannot replay (a torn or corrupted write) would stop the store from ever
+            # opening: keep it aside for inspection and open what the main file holds.
+            wal = Path(self.path + ".wal")
+            kept = wal.with_name(f"{wal.name}.unreplayable-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
+            wal.rename(kept)
+            log.error("the write-ahead log of %s could not be replayed (%s); moved it to %s", self.path, text, kept)
+            db = duckdb.connect(self.path)
         if not memory and not self.read_only:
             db.execute("SET checkpoint_threshold = '1TB'")
         return db
@@ -583,7 +593,12 @@ class DuckDBSessionBackend(SessionBackend):
                 session_id, idx = slots[key]
                 slots[key] = (session_id, idx + 1)
                 rows.append((session_id, idx, message.role, message.content, now))
-            self._insert_messages(cur, rows)
+                # Bounded statements keep a big import's memory flat; the transaction stays one.
+                if len(rows) == _INSERT_CHUNK:
+                    self._insert_messages(cur, rows)
+                    rows = []
+            if rows:
+                self._insert_messages(cur, rows)
         return len(batch)
 
     @staticmethod
