@@ -69,6 +69,20 @@ def _meta(row: Sequence[object]) -> SessionMetadata:
     return SessionMetadata.model_validate(dict(zip(_FIELDS.split(", "), row, strict=True)))
 
 
+# Durations past this (about 11,000 years) reach back before any stored time.
+_MAX_HOURS = 10**8
+# DuckDB's OFFSET and LIMIT are signed 64-bit; past this every list is already exhausted.
+_MAX_ROWS = 1 << 62
+
+
+def _ago(duration: timedelta) -> str:
+    """The time duration before now, clamped to the start of the calendar."""
+    try:
+        return (datetime.now(UTC) - duration).isoformat()
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC).isoformat()
+
+
 def _slice_query(first: int, stop: int) -> tuple[str, list[object]]:
     """SQL and parameters reading messages with first <= pos < stop, in order."""
     columns = "SELECT role, content, timezone('UTC', created_at), idx, pos FROM messages"
@@ -405,7 +419,8 @@ class DuckDBSessionBackend(SessionBackend):
         self, limit: int | None = None, offset: int = 0, agent_alias: str | None = None
     ) -> list[SessionMetadata]:
         where, params = ("WHERE agent_alias = ?", [agent_alias]) if agent_alias is not None else ("", [])
-        limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+        limit_sql = f"LIMIT {min(int(limit), _MAX_ROWS)}" if limit is not None else ""
+        offset = min(int(offset), _MAX_ROWS)
         rows = (
             self._cursor()
             .execute(
@@ -439,7 +454,7 @@ class DuckDBSessionBackend(SessionBackend):
             return removed
 
     def cleanup_stale(self, ttl_hours: int) -> int:
-        cutoff = (datetime.now(UTC) - timedelta(hours=ttl_hours)).isoformat()
+        cutoff = _ago(timedelta(hours=min(ttl_hours, _MAX_HOURS)))
         with self._write() as cur:
             ids = [
                 row[0]
@@ -546,7 +561,7 @@ class DuckDBSessionBackend(SessionBackend):
         return [_meta(row) for row in rows]
 
     def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
-        cutoff = (datetime.now(UTC) - timedelta(seconds=threshold_secs)).isoformat()
+        cutoff = _ago(timedelta(hours=min(threshold_secs // 3600, _MAX_HOURS), seconds=threshold_secs % 3600))
         rows = (
             self._cursor()
             .execute(
