@@ -22,7 +22,10 @@ from .scope import ScopedBackend
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
+    from .relay import SharedBackend
     from .store.duckdb import DuckDBSessionBackend
+
+    Closable = DuckDBSessionBackend | SharedBackend
 
 log = logging.getLogger("mcp_sessions")
 
@@ -103,20 +106,20 @@ def serve(options: argparse.Namespace) -> None:
     logging.basicConfig(level=options.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     import duckdb
 
+    from .relay import SharedBackend
     from .store.duckdb import DuckDBSessionBackend
-    from .store.errors import StoreLocked, StoreReadOnly
+    from .store.errors import StoreReadOnly, StoreUnavailable
 
+    store: DuckDBSessionBackend | SharedBackend
     try:
         path = db_path(options.db)
-        store = DuckDBSessionBackend(path, read_only=options.read_only, max_content_bytes=options.max_content_bytes)
-    except StoreLocked as exc:
-        sys.exit(
-            f"mcp-sessions: cannot open the store: {exc}\n"
-            "DuckDB lets one process at a time open a database file for writing, and a read-only open of a file"
-            " held for writing fails too. Stop that process, point this client at the running server over HTTP"
-            " (start it with --transport streamable-http), or give this server its own file with --db."
-        )
-    except (StoreReadOnly, duckdb.Error, OSError) as exc:
+        if path == ":memory:":
+            store = DuckDBSessionBackend(path, max_content_bytes=options.max_content_bytes)
+        else:
+            # The first server on a file holds it; later ones relay to it (see relay.py). Even a --read-only
+            # server holds the file for writing, so the servers it shares with can still write.
+            store = SharedBackend(path, max_content_bytes=options.max_content_bytes)
+    except (StoreReadOnly, StoreUnavailable, duckdb.Error, OSError) as exc:
         sys.exit(f"mcp-sessions: cannot open the store: {exc}")
     # Imported once the store is open: the MCP SDK takes a second to import, and a held file must fail fast.
     from .server import build_server
@@ -134,7 +137,7 @@ def serve(options: argparse.Namespace) -> None:
         store.close()
 
 
-async def _run(server: MCPServer, store: DuckDBSessionBackend, options: argparse.Namespace) -> None:
+async def _run(server: MCPServer, store: Closable, options: argparse.Namespace) -> None:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_close_on_signal, store)
         if options.transport == "stdio":
@@ -158,7 +161,7 @@ async def _serve_http(server: MCPServer, options: argparse.Namespace) -> None:
     await uvicorn.Server(config).serve()
 
 
-async def _close_on_signal(store: DuckDBSessionBackend) -> None:
+async def _close_on_signal(store: Closable) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: closing the store", signal.Signals(signum).name)

@@ -39,6 +39,7 @@ from .models import (
     TurnId,
     Until,
 )
+from .resources import add_resources
 from .results import (
     AppendResult,
     CleanupStaleResult,
@@ -64,7 +65,7 @@ from .results import (
     SetSessionStateResult,
     UpdateLastResult,
 )
-from .store.errors import StoreReadOnly
+from .store.errors import StoreReadOnly, StoreUnavailable
 
 READ_ONLY_TOOLS = frozenset(
     {
@@ -315,7 +316,9 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         search_messages,
     ]
     tools = [_tool(fn) for fn in operations if not read_only or fn.__name__ in READ_ONLY_TOOLS]
-    return MCPServer("mcp-sessions", version=__version__, instructions=INSTRUCTIONS, tools=tools)
+    server = MCPServer("mcp-sessions", version=__version__, instructions=INSTRUCTIONS, tools=tools)
+    add_resources(server, backend)
+    return server
 
 
 def hints(name: str) -> ToolAnnotations:
@@ -379,7 +382,7 @@ def _tool_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except InvalidArgument as exc:
             raise ToolError(str(exc)) from exc
-        except (duckdb.Error, StoreReadOnly, OSError) as exc:
+        except (duckdb.Error, StoreReadOnly, StoreUnavailable, OSError) as exc:
             raise ToolError(f"the store could not {action}: {exc}") from exc
 
     return call

@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ MERGE_ROWS = 50_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
 CHECKPOINT_WAL_BYTES = 64 << 20
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
+_REFUSED = re.compile(r"Read-only file system|Permission denied")
 _IDS = rows_sql({"id": "BIGINT"})
 _ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
 _MESSAGE_ROWS = rows_sql(
@@ -116,6 +118,9 @@ class DuckDBSessionBackend(SessionBackend):
         self._db = self._connect()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        # Bumped when the database is reopened (see _reopen): cursors of an older generation are dead.
+        self._generation = 0
+        self._dead = False
         self._cursors_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._stats: list[int] | None = None
@@ -123,7 +128,7 @@ class DuckDBSessionBackend(SessionBackend):
         self._pending = [0, 0]
         self._writes_since_check = 0
         self._closed = False
-        if read_only:
+        if self.read_only:
             if pending(self._db, create=False):
                 raise StoreReadOnly(f"{self.path} needs a schema upgrade: open it once without --read-only")
         else:
@@ -145,6 +150,11 @@ class DuckDBSessionBackend(SessionBackend):
                 holder = _LOCK_HOLDER.search(text)
                 who = f"process {holder.group(1)}" if holder else "another process"
                 raise StoreLocked(f"{self.path} is held by {who}: {text}") from exc
+            if not memory and not self.read_only and _REFUSED.search(text) and Path(self.path).exists():
+                # A read-only file system (or a file this user may not write) still holds a store worth reading.
+                log.warning("%s cannot be opened for writing (%s): serving it read-only, writes are refused", self.path, text)
+                self.read_only = True
+                return duckdb.connect(self.path, read_only=True)
             if "replaying WAL" not in text or self.read_only:
                 raise
             # A log DuckDB cannot replay (a torn or corrupted write) would stop the store from ever
@@ -163,13 +173,16 @@ class DuckDBSessionBackend(SessionBackend):
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         # One DuckDB connection is not thread-safe; each worker thread gets its own cursor.
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        if cur is None:
+        if cur is None or getattr(self._local, "generation", None) != self._generation:
             if self._closed:
                 raise RuntimeError("the store is closed")
-            cur = self._db.cursor()
-            self._local.cursor = cur
+            if self._dead:
+                self._reopen()
             with self._cursors_lock:
+                cur = self._db.cursor()
                 self._cursors.append(cur)
+                self._local.generation = self._generation
+            self._local.cursor = cur
         return cur
 
     @contextmanager
@@ -194,11 +207,13 @@ class DuckDBSessionBackend(SessionBackend):
             try:
                 yield cur
                 cur.commit()
-            except BaseException:
+            except BaseException as exc:
                 try:
                     cur.rollback()
                 except duckdb.Error:
                     pass  # the failed statement or commit already ended the transaction
+                if isinstance(exc, duckdb.FatalException):
+                    self._reopen()
                 raise
             with self._stats_lock:
                 if self._stats is not None:
@@ -268,6 +283,27 @@ class DuckDBSessionBackend(SessionBackend):
                 self._db.execute("CHECKPOINT")
             except duckdb.Error as exc:
                 log.warning("checkpoint deferred: %s", exc)
+                if isinstance(exc, duckdb.FatalException):
+                    self._reopen()
+
+    def _reopen(self) -> None:
+        """Replace a database DuckDB has invalidated after a fatal error; the log replays every commit."""
+        # DuckDB 1.5 invalidates the whole database when a CHECKPOINT fails (a full disk), refusing even
+        # reads until it is reopened; the write-ahead log still holds every commit.
+        with self._cursors_lock:
+            if not self._dead:
+                self._dead = True
+                self._generation += 1
+                for cur in [*self._cursors, self._db]:
+                    try:
+                        cur.close()
+                    except duckdb.Error:
+                        pass
+                self._cursors.clear()
+            # Should this fail too, the next call tries again (see _cursor).
+            self._db = self._connect()
+            self._dead = False
+        log.warning("reopened %s after a fatal error", self.path)
 
     def close(self) -> None:
         """Checkpoint and close; later calls fail."""
@@ -275,15 +311,16 @@ class DuckDBSessionBackend(SessionBackend):
             return
         self._closed = True
         with self._write_lock:
+            # Cursors first: DuckDB refuses a checkpoint while another connection keeps a transaction.
+            with self._cursors_lock:
+                for cur in self._cursors:
+                    cur.close()
+                self._cursors.clear()
             if not self.read_only and self.path != ":memory:":
                 try:
                     self._db.execute("CHECKPOINT")
                 except duckdb.Error as exc:
                     log.warning("checkpoint at close failed (the log keeps every write): %s", exc)
-            with self._cursors_lock:
-                for cur in self._cursors:
-                    cur.close()
-                self._cursors.clear()
             self._db.close()
 
     def __enter__(self) -> DuckDBSessionBackend:
@@ -575,12 +612,18 @@ class DuckDBSessionBackend(SessionBackend):
 
     # Beyond the trait.
 
-    def append_many(self, items: Iterable[tuple[str, ChatMessage]]) -> int:
-        """Append many messages (to any sessions, in order) in one transaction; return how many."""
+    def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
+        """Append many messages (to any sessions, in order) in one transaction; return how many.
+
+        marks record how much of which import files these messages come from, in the same transaction,
+        so an import that stops half-way resumes where it stopped (see import_marks)."""
         batch = list(items)
         for _, message in batch:
             self.check_message(message)
         if not batch:
+            if marks:
+                with self._write() as cur:
+                    self._record_imports(cur, marks, _now())
             return 0
         added = Counter(key for key, _ in batch)
         now = _now()
@@ -614,6 +657,7 @@ class DuckDBSessionBackend(SessionBackend):
                     rows = []
             if rows:
                 self._insert_messages(cur, rows)
+            self._record_imports(cur, marks, now)
         return len(batch)
 
     @staticmethod
@@ -667,3 +711,61 @@ class DuckDBSessionBackend(SessionBackend):
             )
             for score, idx, role_, content, created_at, key in rows
         ]
+
+    def import_marks(self, session_key: str) -> list[ImportMark]:
+        """What earlier imports into this session read: one mark per file prefix, shortest first.
+
+        Marks from before the session was last created (it was deleted since) no longer count."""
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT i.session_key, i.bytes, i.lines, i.sha256 FROM _imports AS i JOIN sessions AS s"
+                " ON s.key = i.session_key WHERE i.session_key = ? AND i.imported_at >= s.created_at"
+                " ORDER BY i.bytes",
+                [session_key],
+            )
+            .fetchall()
+        )
+        return [ImportMark(session_key=r[0], bytes=r[1], lines=r[2], sha256=r[3]) for r in rows]
+
+    @staticmethod
+    def _record_imports(cur: duckdb.DuckDBPyConnection, marks: Sequence[ImportMark], now: str) -> None:
+        for mark in marks:
+            if mark.replaces is not None:
+                cur.execute("DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces])
+            cur.execute(
+                "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source, now],
+            )
+
+
+    def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
+        """Write every message (session_key, index, role, content, created_at, with the session's name and
+        agent_alias) to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
+        if format not in ("json", "parquet"):
+            raise ValueError(f"format must be 'json' or 'parquet', got {format!r}")
+        # COPY takes no parameter for its target: the path goes in as a quoted literal.
+        target = "'" + str(path).replace("'", "''") + "'"
+        with self._read() as cur:
+            row = cur.execute(
+                "COPY (SELECT s.key AS session_key, m.idx AS index, m.role, m.content,"
+                " strftime(timezone('UTC', m.created_at), '%Y-%m-%dT%H:%M:%S.%fZ') AS created_at,"
+                " s.name AS session_name, s.agent_alias"
+                " FROM messages AS m JOIN sessions AS s ON s.id = m.session_id ORDER BY m.session_id, m.idx)"
+                f" TO {target} (FORMAT {format})"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+@dataclass(frozen=True)
+class ImportMark:
+    """The first `bytes` bytes (`lines` lines, digest `sha256`) of an import file are in session_key.
+
+    replaces names the digest of the shorter mark of the same file this one extends, deleted as it is written.
+    """
+
+    session_key: str
+    bytes: int
+    lines: int
+    sha256: str
+    source: str | None = None
+    replaces: str | None = None

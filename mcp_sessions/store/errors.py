@@ -9,3 +9,7 @@ class StoreLocked(RuntimeError):
 
 class StoreReadOnly(RuntimeError):
     """A write was asked of a store opened read-only (or on a read-only file)."""
+
+
+class StoreUnavailable(RuntimeError):
+    """No server could be reached to serve a shared store, or its holder vanished during a write."""

@@ -124,3 +124,17 @@ def m002_search_postings(conn: duckdb.DuckDBPyConnection) -> None:
         " WHERE messages.id = l.id",
         [rows_param(id=lengths, dl=lengths.values())],
     )
+
+
+@migration
+def m003_imports(conn: duckdb.DuckDBPyConnection) -> None:
+    # `mcp-sessions import` must add nothing when a file is imported again, and only the new lines when a
+    # runtime has appended to it since. Each row says the first `bytes` bytes (`lines` lines, SHA-256
+    # `sha256`) of a file are in session_key; it is written in the transaction that appends those messages.
+    # source is the path as given, for people; imported_at lets marks older than the session's
+    # (re)creation be ignored.
+    conn.execute(
+        "CREATE TABLE _imports (session_key VARCHAR NOT NULL, bytes BIGINT NOT NULL, lines BIGINT NOT NULL,"
+        " sha256 VARCHAR NOT NULL, source VARCHAR, imported_at TIMESTAMPTZ NOT NULL)"
+    )
+
