@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/store.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
-from mcp_sessions.models import ChatMessage, SessionQuery
+from mcp_sessions.models import SessionQuery
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

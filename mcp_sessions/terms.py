@@ -66,7 +66,9 @@ def _script(word: str) -> str | None:
 @functools.lru_cache(maxsize=1 << 20)
 def term_id(term: str) -> int:
     """A stable signed 64-bit id for a term (Python's hash() changes per process)."""
-    return int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True
+    )
 
 
 def fts_extension_path() -> Path:
@@ -96,7 +98,8 @@ class Stemmer:
             self._conn.execute(f"LOAD '{fts_extension_path()}'")
         except duckdb.Error as exc:
             raise RuntimeError(
-                f"DuckDB's fts extension could not be loaded ({exc}): install duckdb-extension-fts=={duckdb.__version__}"
+                f"DuckDB's fts extension could not be loaded ({exc}):"
+                f" install duckdb-extension-fts=={duckdb.__version__}"
             ) from exc
         self._cache: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -170,7 +173,9 @@ class Analyzer:
             if len(cache) + len(raw) > _TOKEN_CACHE_MAX:
                 cache.clear()
             for token, terms in raw.items():
-                known[token] = cache[token] = tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
+                known[token] = cache[token] = tuple(
+                    term if lang is None else stems[(term, lang)] for term, lang in terms
+                )
         return [term for token in tokens for term in known[token] or ()]
 
     @staticmethod

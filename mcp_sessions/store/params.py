@@ -17,9 +17,7 @@ _JSON_TYPE = {"TIMESTAMPTZ": "VARCHAR"}
 def rows_sql(columns: dict[str, str]) -> str:
     """A subquery yielding one row per element of the columns (name -> SQL type) of one JSON parameter."""
     schema = json.dumps({name: [_JSON_TYPE.get(t, t)] for name, t in columns.items()})
-    selected = ", ".join(
-        f"CAST(unnest(j['{name}']) AS {sql_type}) AS {name}" for name, sql_type in columns.items()
-    )
+    selected = ", ".join(f"CAST(unnest(j['{name}']) AS {sql_type}) AS {name}" for name, sql_type in columns.items())
     return f"(SELECT {selected} FROM (SELECT from_json(?, '{schema}') AS j))"
 
 

@@ -10,9 +10,7 @@ import duckdb
 from ..terms import Analyzer, term_id
 from .params import rows_param, rows_sql
 
-_ROWS = rows_sql(
-    {"term": "BIGINT", "message_id": "BIGINT", "session_id": "BIGINT", "tf": "INTEGER", "dl": "INTEGER"}
-)
+_ROWS = rows_sql({"term": "BIGINT", "message_id": "BIGINT", "session_id": "BIGINT", "tf": "INTEGER", "dl": "INTEGER"})
 
 
 def insert_postings(

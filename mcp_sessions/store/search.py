@@ -101,8 +101,9 @@ def search_message_rows(
     rows = cur.execute(lookups, [r[0] for r in ranked]).fetchall()
     session_ids = {row[5] for row in rows}
     keys = dict(
-        cur.execute(f"SELECT id, key FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=session_ids)])
-        .fetchall()
+        cur.execute(
+            f"SELECT id, key FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=session_ids)]
+        ).fetchall()
     )
     by_id = {row[0]: (*row[1:5], keys[row[5]]) for row in rows}
     return [(score, *by_id[mid]) for mid, score in ranked if mid in by_id]  # type: ignore[misc]
