@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import __version__
+from . import __version__, human
 from .backend import SessionBackend
 from .models import DEFAULT_MAX_CONTENT_BYTES, InvalidArgument, check_text
 from .scope import ScopedBackend
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcp_sessions")
 
-COMMANDS = ("serve", "schemas")
+COMMANDS = ("serve", "schemas", "manifest", *human.COMMANDS)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
 
     schemas = commands.add_parser("schemas", help="write each tool's input and output JSON schema")
     schemas.add_argument("dir", nargs="?", default="schemas", help="output folder (default: ./schemas)")
+
+    manifest = commands.add_parser("manifest", help="write manifest.json, the Claude Desktop bundle's manifest")
+    manifest.add_argument("file", nargs="?", default="manifest.json", help="output file (default: ./manifest.json)")
+    manifest.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file is out of date")
+    human.add_commands(commands)
     return parser
 
 
@@ -94,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "serve")
     options = _parser().parse_args(args)
+    if options.command in human.COMMANDS:
+        sys.exit(human.run(options))
+    if options.command == "manifest":
+        from .bundle import write_manifest
+
+        sys.exit(write_manifest(Path(options.file), check=options.check))
     if options.command == "schemas":
         write_schemas(Path(options.dir))
     else:

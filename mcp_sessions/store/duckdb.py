@@ -28,7 +28,7 @@ from ..models import (
     SessionState,
     TimestampedMessage,
 )
-from ..terms import Analyzer, make_snippet, term_id
+from ..terms import Analyzer, make_snippet
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
 from .params import rows_param, rows_sql
@@ -58,7 +58,14 @@ _REFUSED = re.compile(r"Read-only file system|Permission denied")
 _IDS = rows_sql({"id": "BIGINT"})
 _ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
 _MESSAGE_ROWS = rows_sql(
-    {"session_id": "BIGINT", "idx": "BIGINT", "role": "VARCHAR", "content": "VARCHAR", "created_at": "TIMESTAMPTZ", "dl": "INTEGER"}
+    {
+        "session_id": "BIGINT",
+        "idx": "BIGINT",
+        "role": "VARCHAR",
+        "content": "VARCHAR",
+        "created_at": "TIMESTAMPTZ",
+        "dl": "INTEGER",
+    }
 )
 
 
@@ -152,7 +159,9 @@ class DuckDBSessionBackend(SessionBackend):
                 raise StoreLocked(f"{self.path} is held by {who}: {text}") from exc
             if not memory and not self.read_only and _REFUSED.search(text) and Path(self.path).exists():
                 # A read-only file system (or a file this user may not write) still holds a store worth reading.
-                log.warning("%s cannot be opened for writing (%s): serving it read-only, writes are refused", self.path, text)
+                log.warning(
+                    "%s cannot be opened for writing (%s): serving it read-only, writes are refused", self.path, text
+                )
                 self.read_only = True
                 return duckdb.connect(self.path, read_only=True)
             if "replaying WAL" not in text or self.read_only:
@@ -384,7 +393,9 @@ class DuckDBSessionBackend(SessionBackend):
         recent = [i for i in ids if i > self._merged_upto]
         merged = [i for i in ids if i <= self._merged_upto]
         if recent:
-            cur.execute(f"DELETE FROM _postings_recent WHERE message_id IN (SELECT id FROM {_IDS})", [rows_param(id=recent)])
+            cur.execute(
+                f"DELETE FROM _postings_recent WHERE message_id IN (SELECT id FROM {_IDS})", [rows_param(id=recent)]
+            )
         if merged:
             # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
             cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
@@ -431,7 +442,10 @@ class DuckDBSessionBackend(SessionBackend):
 
     def list_sessions(self) -> list[str]:
         return [
-            row[0] for row in self._cursor().execute("SELECT key FROM sessions ORDER BY last_activity DESC, id DESC").fetchall()
+            row[0]
+            for row in self._cursor()
+            .execute("SELECT key FROM sessions ORDER BY last_activity DESC, id DESC")
+            .fetchall()
         ]
 
     # Provided operations, in the trait's order.
@@ -461,7 +475,8 @@ class DuckDBSessionBackend(SessionBackend):
         rows = (
             self._cursor()
             .execute(
-                f"SELECT {_META} FROM sessions {where} ORDER BY last_activity DESC, id DESC {limit_sql} OFFSET {int(offset)}",
+                f"SELECT {_META} FROM sessions {where}"
+                f" ORDER BY last_activity DESC, id DESC {limit_sql} OFFSET {int(offset)}",
                 params,
             )
             .fetchall()
@@ -582,7 +597,9 @@ class DuckDBSessionBackend(SessionBackend):
     def get_session_state(self, session_key: str) -> SessionState | None:
         row = (
             self._cursor()
-            .execute("SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?", [session_key])
+            .execute(
+                "SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?", [session_key]
+            )
             .fetchone()
         )
         if row is None:
@@ -665,7 +682,8 @@ class DuckDBSessionBackend(SessionBackend):
         """Add to the message counts of existing sessions; return (key, id, new count) of each."""
         return cur.execute(
             "UPDATE sessions SET message_count = message_count + n.added, last_activity = n.now"
-            f" FROM {_ADDED_ROWS} AS n WHERE sessions.key = n.key RETURNING sessions.key, sessions.id, sessions.message_count",
+            f" FROM {_ADDED_ROWS} AS n WHERE sessions.key = n.key"
+            " RETURNING sessions.key, sessions.id, sessions.message_count",
             [rows_param(key=added, added=added.values(), now=[now] * len(added))],
         ).fetchall()
 
@@ -732,12 +750,13 @@ class DuckDBSessionBackend(SessionBackend):
     def _record_imports(cur: duckdb.DuckDBPyConnection, marks: Sequence[ImportMark], now: str) -> None:
         for mark in marks:
             if mark.replaces is not None:
-                cur.execute("DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces])
+                cur.execute(
+                    "DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces]
+                )
             cur.execute(
                 "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source, now],
             )
-
 
     def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
         """Write every message (session_key, index, role, content, created_at, with the session's name and
@@ -755,6 +774,7 @@ class DuckDBSessionBackend(SessionBackend):
                 f" TO {target} (FORMAT {format})"
             ).fetchone()
         return 0 if row is None else int(row[0])
+
 
 @dataclass(frozen=True)
 class ImportMark:

@@ -137,4 +137,3 @@ def m003_imports(conn: duckdb.DuckDBPyConnection) -> None:
         "CREATE TABLE _imports (session_key VARCHAR NOT NULL, bytes BIGINT NOT NULL, lines BIGINT NOT NULL,"
         " sha256 VARCHAR NOT NULL, source VARCHAR, imported_at TIMESTAMPTZ NOT NULL)"
     )
-
