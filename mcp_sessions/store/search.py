@@ -54,6 +54,8 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
             params.append(value.isoformat() if isinstance(value, datetime) else value)
     if message_where:
         where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
+    # One word: a message has one posting per word, so there is nothing to group.
+    single = len(terms) == 1
     # A message's score: how many of the query's words it holds (so more words always rank higher),
     # plus its BM25 score squashed into [0, 1) to order messages holding as many.
     sql = f"""
@@ -62,12 +64,13 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
         live AS (SELECT * FROM p WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)),
         df AS (SELECT term, count(*)::DOUBLE AS df FROM live GROUP BY term),
         bm25 AS (
-            SELECT message_id, any_value(session_id) AS session_id, count(*) AS words,
-                   sum(ln(1 + (stats.docs - df.df + 0.5) / (df.df + 0.5))
+            SELECT message_id, {"session_id" if single else "any_value(session_id)"} AS session_id,
+                   {"1" if single else "count(*)"} AS words,
+                   {"" if single else "sum"}(ln(1 + (stats.docs - df.df + 0.5) / (df.df + 0.5))
                        * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / stats.avgdl))) AS relevance
             FROM live JOIN df USING (term) CROSS JOIN stats
             {"WHERE " + " AND ".join(where) if where else ""}
-            GROUP BY message_id
+            {"" if single else "GROUP BY message_id"}
         ),
         scored AS (
             SELECT message_id, session_id, words + greatest(relevance, 0) / (1 + greatest(relevance, 0)) AS score
