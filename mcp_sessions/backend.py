@@ -52,8 +52,11 @@ class SessionBackend(ABC):
         """Every message of the session, oldest first; empty if it does not exist."""
 
     @abstractmethod
-    def append(self, session_key: str, message: ChatMessage) -> None:
-        """Add one message at the end of the session, creating the session."""
+    def append(self, session_key: str, message: ChatMessage) -> int:
+        """Add one message at the end of the session, creating the session; return its message count.
+
+        The trait returns nothing; the count, read inside the append's own transaction, is what the
+        append tool reports (read afterwards, concurrent appends could be told the same count)."""
 
     @abstractmethod
     def remove_last(self, session_key: str) -> bool:

@@ -19,12 +19,13 @@ class MemorySessionBackend(SessionBackend):
         with self._lock:
             return list(self._sessions.get(session_key, ()))
 
-    def append(self, session_key: str, message: ChatMessage) -> None:
+    def append(self, session_key: str, message: ChatMessage) -> int:
         self.check_message(message)
         with self._lock:
             messages = self._sessions.pop(session_key, [])
             messages.append(message)
             self._sessions[session_key] = messages
+            return len(messages)
 
     def remove_last(self, session_key: str) -> bool:
         with self._lock:

@@ -81,7 +81,10 @@ def parse_time(argument: str, value: object) -> datetime:
             ) from None
     else:
         raise InvalidArgument(f"{argument} must be an ISO 8601 time string, got {type(value).__name__}")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidArgument(f"{argument} must fall within years 1 to 9999 in UTC, got {value!r}") from None
 
 
 def _max_chars(argument: str, limit: int) -> AfterValidator:

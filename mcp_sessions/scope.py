@@ -87,10 +87,10 @@ class ScopedBackend(SessionBackend):
     def load(self, session_key: str) -> list[ChatMessage]:
         return self.inner.load(session_key) if self._visible(session_key) else []
 
-    def append(self, session_key: str, message: ChatMessage) -> None:
+    def append(self, session_key: str, message: ChatMessage) -> int:
         self.inner.check_message(message)
         with self._owned(session_key, create=True):
-            self.inner.append(session_key, message)
+            return self.inner.append(session_key, message)
 
     def remove_last(self, session_key: str) -> bool:
         with self._owned(session_key, create=False) as exists:

@@ -157,9 +157,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
     def append(session_key: SessionKey, message: ChatMessage) -> AppendResult:
         """Add one message {role, content} at the end of a session, creating the session if it is new.
         The message is searchable as soon as this returns. Returns {session_key, message_count}."""
-        backend.append(session_key, message)
-        metadata = backend.get_session_metadata(session_key)
-        return AppendResult(session_key=session_key, message_count=metadata.message_count if metadata else 0)
+        return AppendResult(session_key=session_key, message_count=backend.append(session_key, message))
 
     def remove_last(session_key: SessionKey) -> RemoveLastResult:
         """Delete the last message of a session. Returns {removed}: false when the session is empty or

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -101,6 +102,14 @@ def _slice_query(first: int, stop: int) -> tuple[str, list[object]]:
     # One equality per page, each answered by the page index.
     branches = " UNION ALL ".join(f"{columns} WHERE page = ? AND pos >= ? AND pos < ?" for _ in pages)
     return f"{branches} ORDER BY pos", [value for page in pages for value in (page, first, stop)]
+
+
+def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+    """The first row of a one-statement read, reading the result to its end."""
+    # fetchone() can leave the result, and so its transaction, open until the cursor's next statement,
+    # and CHECKPOINT fails while any other cursor has a transaction open: our checkpoints never ran.
+    rows = cur.execute(sql, params).fetchall()
+    return rows[0] if rows else None
 
 
 def _or_null(value: str | None) -> str | None:
@@ -237,7 +246,7 @@ class DuckDBSessionBackend(SessionBackend):
             return
         self._writes_since_check = 0
         try:
-            row = cur.execute("SELECT count(*) FROM _postings_recent").fetchone()
+            row = _first(cur, "SELECT count(*) FROM _postings_recent")
             if row is not None and row[0] >= MERGE_ROWS:
                 self._merge_recent(cur)
             wal = Path(self.path + ".wal")
@@ -425,8 +434,8 @@ class DuckDBSessionBackend(SessionBackend):
     def load(self, session_key: str) -> list[ChatMessage]:
         return [ChatMessage(role=m.role, content=m.content) for m in self.load_page(session_key).messages]
 
-    def append(self, session_key: str, message: ChatMessage) -> None:
-        self.append_many([(session_key, message)])
+    def append(self, session_key: str, message: ChatMessage) -> int:
+        return self._append([(session_key, message)])[session_key]
 
     def remove_last(self, session_key: str) -> bool:
         with self._write() as cur:
@@ -567,7 +576,7 @@ class DuckDBSessionBackend(SessionBackend):
                 cur.execute(f"UPDATE sessions SET {columns} WHERE id = ?", [*assignments.values(), session_id])
 
     def _get(self, session_key: str, column: str) -> str | None:
-        row = self._cursor().execute(f"SELECT {column} FROM sessions WHERE key = ?", [session_key]).fetchone()
+        row = _first(self._cursor(), f"SELECT {column} FROM sessions WHERE key = ?", [session_key])
         return None if row is None else row[0]
 
     def set_session_name(self, session_key: str, name: str) -> None:
@@ -587,7 +596,7 @@ class DuckDBSessionBackend(SessionBackend):
         self._set(session_key, {field: _or_null(value) for field, value in given.items()})
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
-        row = self._cursor().execute(f"SELECT {_META} FROM sessions WHERE key = ?", [session_key]).fetchone()
+        row = _first(self._cursor(), f"SELECT {_META} FROM sessions WHERE key = ?", [session_key])
         return None if row is None else _meta(row)
 
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
@@ -595,12 +604,10 @@ class DuckDBSessionBackend(SessionBackend):
         self._set(session_key, {"state": state, "turn_id": _or_null(turn_id), "turn_started_at": started})
 
     def get_session_state(self, session_key: str) -> SessionState | None:
-        row = (
-            self._cursor()
-            .execute(
-                "SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?", [session_key]
-            )
-            .fetchone()
+        row = _first(
+            self._cursor(),
+            "SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?",
+            [session_key],
         )
         if row is None:
             return None
@@ -635,13 +642,18 @@ class DuckDBSessionBackend(SessionBackend):
         marks record how much of which import files these messages come from, in the same transaction,
         so an import that stops half-way resumes where it stopped (see import_marks)."""
         batch = list(items)
+        self._append(batch, marks)
+        return len(batch)
+
+    def _append(self, batch: list[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> dict[str, int]:
+        """Append the batch in one transaction; return each session's message count after it."""
         for _, message in batch:
             self.check_message(message)
         if not batch:
             if marks:
                 with self._write() as cur:
                     self._record_imports(cur, marks, _now())
-            return 0
+            return {}
         added = Counter(key for key, _ in batch)
         now = _now()
         with self._write() as cur:
@@ -675,7 +687,7 @@ class DuckDBSessionBackend(SessionBackend):
             if rows:
                 self._insert_messages(cur, rows)
             self._record_imports(cur, marks, now)
-        return len(batch)
+        return {key: count for key, (_, count) in slots.items()}
 
     @staticmethod
     def _add_counts(cur: duckdb.DuckDBPyConnection, added: Counter[str], now: str) -> list[tuple[str, int, int]]:
