@@ -159,15 +159,23 @@ def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
         finally:
             conn.close()
         return DuckDBSessionBackend(path, read_only=not upgrade)
-    except StoreLocked as exc:
-        raise _CannotOpen(
-            f"cannot open the store: {exc}\nA running `mcp-sessions serve` holds it: stop it, or run this on a copy"
-            " of the file with --db."
-        ) from None
-    except (StoreReadOnly, duckdb.Error, OSError) as exc:
-        if "lock" in str(exc).lower():
-            raise _CannotOpen(f"cannot open the store {path}: another process holds it ({exc})") from None
-        raise _CannotOpen(f"cannot open the store {path}: {exc}") from None
+    except (StoreLocked, StoreReadOnly, duckdb.Error, OSError) as exc:
+        if not isinstance(exc, StoreLocked) and "lock" not in str(exc).lower():
+            raise _CannotOpen(f"cannot open the store {path}: {exc}") from None
+        held = exc
+    if not writes:
+        # A running `mcp-sessions serve` holds the file: read through it, as its relays do.
+        from .relay import SharedBackend
+        from .store.errors import StoreUnavailable
+
+        try:
+            return SharedBackend(path, wait=2.0)  # type: ignore[return-value]  # it has every reading method
+        except StoreUnavailable:
+            pass
+    raise _CannotOpen(
+        f"cannot open the store: {held}\nAnother process holds it and serves no relay: stop it, or run this on"
+        " a copy of the file with --db."
+    ) from None
 
 
 # Reading.

@@ -195,9 +195,15 @@ class SharedBackend(SessionBackend):
     """A store shared by every server started on one file: local while this process holds it, else relayed."""
 
     def __init__(
-        self, path: str, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES, read_only_file: bool = False
+        self,
+        path: str,
+        *,
+        max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+        read_only_file: bool = False,
+        wait: float = TAKEOVER_SECONDS,
     ) -> None:
         self.path = path
+        self._wait = wait
         self.max_content_bytes = max_content_bytes
         self._read_only_file = read_only_file
         self._socket = socket_path(path)
@@ -228,7 +234,7 @@ class SharedBackend(SessionBackend):
 
     def _become_holder_or_relay(self) -> None:
         """Hold the file if it is free, else wait until a holder answers on the socket."""
-        deadline = time.monotonic() + TAKEOVER_SECONDS
+        deadline = time.monotonic() + self._wait
         while True:
             if self._try_hold():
                 return

@@ -348,6 +348,33 @@ def test_a_store_held_by_a_server_is_refused_with_a_way_out(
         holder.communicate()
 
 
+def test_reading_commands_read_through_a_running_server_that_holds_the_store(
+    capsys: pytest.CaptureFixture[str], store_db: str
+) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mcp_sessions", "--db", store_db], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the server holds the file
+            try:
+                duckdb.connect(store_db, read_only=True).close()
+            except duckdb.Error:
+                break
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        code, out, _ = run(capsys, "list", "--db", store_db)
+        assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == ["chat", "design"]
+        code, out, _ = run(capsys, "show", "design", "--tail", "1", "--db", store_db)
+        assert code == 0 and "Decided: cursor per thread." in out
+        code, out, _ = run(capsys, "search", "cursor", "--json", "--db", store_db)
+        assert code == 0 and {json.loads(line)["session_key"] for line in out.splitlines()} == {"design"}
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+
+
 @pytest.mark.slow
 def test_import_of_100k_messages_shows_progress_and_is_searchable(tmp_path: Path, db_path: str) -> None:
     folder = tmp_path / "runtime"
