@@ -766,7 +766,8 @@ class DuckDBSessionBackend(SessionBackend):
                     "DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces]
                 )
             cur.execute(
-                "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source, now],
             )
 
