@@ -271,7 +271,7 @@ class DuckDBSessionBackend(SessionBackend):
 
     @staticmethod
     def _max_indexed(cur: duckdb.DuckDBPyConnection) -> int:
-        row = cur.execute("SELECT coalesce(max(message_id), 0) FROM _postings").fetchone()
+        row = _first(cur, "SELECT coalesce(max(message_id), 0) FROM _postings")
         return 0 if row is None else int(row[0])
 
     def optimize(self) -> None:
