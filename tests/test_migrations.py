@@ -10,6 +10,7 @@ import pytest
 
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store import migrations
+from mcp_sessions.store.postings import index_messages
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 from mcp_sessions.store.errors import StoreReadOnly
 
@@ -24,7 +25,7 @@ def test_fresh_store_records_every_migration_and_has_the_current_columns(tmp_pat
     conn = duckdb.connect(str(path))
     assert migrations.applied(conn) == [m.__name__ for m in migrations.MIGRATIONS]
     assert _columns(conn, "messages") == [
-        "id", "session_id", "idx", "pos", "page", "role", "content", "created_at", "dl"
+        "id", "session_id", "idx", "pos", "page", "role", "content", "created_at", "dl", "terms", "tfs"
     ]  # fmt: skip
     assert "message_count" in _columns(conn, "sessions")
     assert _columns(conn, "_postings") == ["term", "message_id", "session_id", "tf", "dl"]
@@ -75,6 +76,49 @@ def test_file_from_before_search_is_indexed_on_upgrade(tmp_path: Path) -> None:
         assert store.load_page("legacy", offset=-1).messages[0].index == 2
     conn = duckdb.connect(str(path))
     assert conn.execute("SELECT count(*) FROM messages WHERE dl IS NULL").fetchone() == (0,)
+    conn.close()
+
+
+def test_postings_written_before_terms_moved_into_messages_are_kept_on_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "m003.duckdb"
+    conn = duckdb.connect(str(path))
+    migrations.migrate(conn, stop_before="m004_terms_in_messages")
+    # As m002/m003-era code left a store: message 1 merged, message 2 recent, message 3 removed after its
+    # postings were merged (masked in _dead_messages), and the sequence past all three.
+    stamp = datetime(2025, 1, 2, tzinfo=UTC)
+    conn.execute(
+        "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+        " VALUES (nextval('session_ids'), 'old', ?, ?, 2)",
+        [stamp, stamp],
+    )
+    rows = [(1, "user", "merged kiwi"), (2, "assistant", "recent mango"), (3, "user", "removed papaya")]
+    for message_id, role, content in rows:
+        conn.execute("SELECT nextval('message_ids')")
+        if message_id < 3:
+            conn.execute(
+                "INSERT INTO messages VALUES (?, 1, ?, ?, ?, ?, ?, ?, 2)",
+                [message_id, message_id - 1, (1 << 32) + message_id - 1, (1 << 32) // 64, role, content, stamp],
+            )
+    index_messages(conn, [(1, 1, "merged kiwi"), (3, 1, "removed papaya")], table="_postings")
+    index_messages(conn, [(2, 1, "recent mango")], table="_postings_recent")
+    conn.execute("INSERT INTO _dead_messages VALUES (3)")
+    conn.close()
+
+    with DuckDBSessionBackend(path) as store:
+        assert [(h.session_key, h.index) for h in store.search_messages("kiwi")] == [("old", 0)]
+        assert [(h.session_key, h.index) for h in store.search_messages("mango")] == [("old", 1)]
+        assert store.search_messages("papaya") == []
+        # A new message gets an id of its own: not 3, whose merged postings are masked.
+        store.append("old", ChatMessage(role="user", content="fresh papaya"))
+        assert [(h.session_key, h.index) for h in store.search_messages("papaya")] == [("old", 2)]
+        store.optimize()
+        assert [(h.session_key, h.index) for h in store.search_messages("papaya mango kiwi")] == [
+            ("old", 2),
+            ("old", 1),
+            ("old", 0),
+        ]
+    conn = duckdb.connect(str(path))
+    assert "_postings_recent" not in {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     conn.close()
 
 

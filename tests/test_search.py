@@ -135,7 +135,7 @@ def test_visibility_holds_after_optimize(backend: DuckDBSessionBackend) -> None:
 
 
 def test_visibility_holds_across_merges_of_recent_postings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MERGE_ROWS", 1)
+    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
     path = tmp_path / "merge.duckdb"
     live: dict[str, tuple[str, int]] = {}
     dead: list[str] = []

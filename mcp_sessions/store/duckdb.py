@@ -29,12 +29,11 @@ from ..models import (
     SessionState,
     TimestampedMessage,
 )
-from ..terms import Analyzer, make_snippet
+from ..terms import Analyzer, make_snippet, term_id
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
 from .params import rows_param, rows_sql
-from .postings import insert_postings
-from .search import Filters, search_message_rows, search_session_ids
+from .search import Corpus, Filters, fetch_messages, score_messages, score_sessions
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +49,30 @@ _META = _FIELDS.replace("created_at", "timezone('UTC', created_at)").replace(
 )
 # Messages per INSERT statement of a bulk append.
 _INSERT_CHUNK = 2_000
-# Recent postings are merged into the term-sorted table once they reach this many rows.
-MERGE_ROWS = 50_000
+# Messages written since the last merge keep their postings in their own rows (see m004); once there are
+# this many, a merge moves them into the term-sorted table. Search scans these rows' term lists.
+MERGE_MESSAGES = 2_000
+# Sessions whose (id, message count) the writer remembers, so an append to one reads nothing first.
+_SLOTS_MAX = 10_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
 CHECKPOINT_WAL_BYTES = 64 << 20
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 _REFUSED = re.compile(r"Read-only file system|Permission denied")
 _IDS = rows_sql({"id": "BIGINT"})
 _ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
-_MESSAGE_ROWS = rows_sql(
-    {
-        "session_id": "BIGINT",
-        "idx": "BIGINT",
-        "role": "VARCHAR",
-        "content": "VARCHAR",
-        "created_at": "TIMESTAMPTZ",
-        "dl": "INTEGER",
-    }
-)
+_MESSAGE_COLUMNS = {
+    "id": "BIGINT",
+    "session_id": "BIGINT",
+    "idx": "BIGINT",
+    "role": "VARCHAR",
+    "content": "VARCHAR",
+    "created_at": "TIMESTAMPTZ",
+    "dl": "INTEGER",
+    "terms": "BIGINT[]",
+    "tfs": "INTEGER[]",
+}
+_MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
+_INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
 
 
 def _now() -> str:
@@ -112,6 +117,11 @@ def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
     return rows[0] if rows else None
 
 
+def _int_list(values: Iterable[int]) -> str:
+    """A SQL list literal of ints (never text: only our own ints are written into SQL)."""
+    return "[" + ",".join(str(int(v)) for v in values) + "]"
+
+
 def _or_null(value: str | None) -> str | None:
     return value or None
 
@@ -144,13 +154,18 @@ class DuckDBSessionBackend(SessionBackend):
         self._pending = [0, 0]
         self._writes_since_check = 0
         self._closed = False
+        # session key -> (id, message count) as last committed; read and written under the write lock only.
+        self._slots: dict[str, tuple[int, int]] = {}
+        # session id -> key, for search hits (see _session_keys).
+        self._keys: dict[int, str] = {}
         if self.read_only:
             if pending(self._db, create=False):
                 raise StoreReadOnly(f"{self.path} needs a schema upgrade: open it once without --read-only")
         else:
             migrate(self._db)
-        # Messages with ids up to this have their postings in the term-sorted table (see _kill).
-        self._merged_upto = self._max_indexed(self._db)
+        # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
+        # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
+        self._merged_upto, self._last_id = self._index_bounds(self._db)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory = self.path == ":memory:"
@@ -221,11 +236,13 @@ class DuckDBSessionBackend(SessionBackend):
         with self._write_lock:
             cur = self._cursor()
             self._pending = [0, 0]
+            self._pending_upto: int | None = None
             cur.begin()
             try:
                 yield cur
                 cur.commit()
             except BaseException as exc:
+                self._slots.clear()
                 try:
                     cur.rollback()
                 except duckdb.Error:
@@ -233,6 +250,8 @@ class DuckDBSessionBackend(SessionBackend):
                 if isinstance(exc, duckdb.FatalException):
                     self._reopen()
                 raise
+            if self._pending_upto is not None:
+                self._merged_upto = self._pending_upto
             with self._stats_lock:
                 if self._stats is not None:
                     self._stats[0] += self._pending[0]
@@ -242,13 +261,12 @@ class DuckDBSessionBackend(SessionBackend):
     def _upkeep(self, cur: duckdb.DuckDBPyConnection) -> None:
         """After a commit: merge recent postings when they pile up, checkpoint when the log grows."""
         self._writes_since_check += 1
-        if self._writes_since_check < 64:
-            return
-        self._writes_since_check = 0
         try:
-            row = _first(cur, "SELECT count(*) FROM _postings_recent")
-            if row is not None and row[0] >= MERGE_ROWS:
+            if self._last_id - self._merged_upto >= MERGE_MESSAGES:
                 self._merge_recent(cur)
+            if self._writes_since_check < 64:
+                return
+            self._writes_since_check = 0
             wal = Path(self.path + ".wal")
             if self.path != ":memory:" and wal.exists() and wal.stat().st_size >= CHECKPOINT_WAL_BYTES:
                 self._checkpoint()
@@ -257,37 +275,54 @@ class DuckDBSessionBackend(SessionBackend):
             log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
 
     def _merge_recent(self, cur: duckdb.DuckDBPyConnection) -> None:
-        """Move recent postings into the term-sorted table as one sorted run."""
+        """Move the postings of messages written since the last merge into the term-sorted table, as one sorted run."""
+        upto = self._last_id
         cur.begin()
         try:
-            cur.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
-            cur.execute("DELETE FROM _postings_recent")
-            upto = self._max_indexed(cur)
+            cur.execute(
+                "INSERT INTO _postings SELECT unnest(terms), id, session_id, unnest(tfs), dl FROM messages"
+                " WHERE id > ? AND id <= ? ORDER BY 1, 2",
+                [self._merged_upto, upto],
+            )
+            cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
             cur.commit()
         except BaseException:
             cur.rollback()
             raise
+        # Set after the commit: a search reads the boundary before its snapshot, and takes from _postings
+        # only ids up to the boundary it read, so whichever side of a merge it lands on it sees each message once.
         self._merged_upto = upto
 
-    @staticmethod
-    def _max_indexed(cur: duckdb.DuckDBPyConnection) -> int:
-        row = _first(cur, "SELECT coalesce(max(message_id), 0) FROM _postings")
-        return 0 if row is None else int(row[0])
+    def _index_bounds(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+        """(merged_upto, last message id given out) as stored."""
+        row = _first(
+            cur,
+            "SELECT (SELECT max(merged_upto) FROM _index_state),"
+            " greatest((SELECT max(id) FROM messages), (SELECT max(message_id) FROM _dead_messages),"
+            " (SELECT max(merged_upto) FROM _index_state))",
+        )
+        assert row is not None
+        merged = int(row[0] or 0)
+        return merged, max(int(row[1] or 0), merged, getattr(self, "_last_id", 0))
 
     def optimize(self) -> None:
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
         with self._write() as cur:
+            upto = self._last_id
             cur.execute(
                 """CREATE TABLE _postings_sorted AS
-                   SELECT * FROM (SELECT * FROM _postings UNION ALL SELECT * FROM _postings_recent)
-                   WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)
-                   ORDER BY term, message_id"""
+                   SELECT * FROM (
+                       SELECT * FROM _postings WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)
+                       UNION ALL
+                       SELECT unnest(terms), id, session_id, unnest(tfs), dl FROM messages WHERE id > ?)
+                   ORDER BY term, message_id""",
+                [self._merged_upto],
             )
             cur.execute("DROP TABLE _postings")
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
-            cur.execute("DELETE FROM _postings_recent")
             cur.execute("DELETE FROM _dead_messages")
-            self._merged_upto = self._max_indexed(cur)
+            cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
+            self._pending_upto = upto
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -370,41 +405,52 @@ class DuckDBSessionBackend(SessionBackend):
     def _insert_messages(
         self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None]]
     ) -> None:
-        """Insert (session_id, idx, role, content, created_at) rows with their postings, in one statement each."""
-        counts = [Counter(self._analyzer.document_terms(row[3])) for row in rows]
-        lengths = [sum(c.values()) for c in counts]
-        returned = cur.execute(
-            "INSERT INTO messages (id, session_id, idx, pos, page, role, content, created_at, dl)"
-            f" SELECT nextval('message_ids'), session_id, idx, session_id * {_POS} + idx,"
-            f" (session_id * {_POS} + idx) // {PAGE_SIZE}, role, content, created_at, dl"
-            f" FROM {_MESSAGE_ROWS} RETURNING pos, id",
-            [
-                rows_param(
-                    session_id=(r[0] for r in rows),
-                    idx=(r[1] for r in rows),
-                    role=(r[2] for r in rows),
-                    content=(r[3] for r in rows),
-                    created_at=(r[4] for r in rows),
-                    dl=lengths,
+        """Insert (session_id, idx, role, content, created_at) rows, each with its postings (see m004)."""
+        values: list[tuple[object, ...]] = []
+        total_terms = 0
+        for session_id, idx, role, content, created_at in rows:
+            counts = Counter(self._analyzer.document_terms(content))
+            dl = sum(counts.values())
+            total_terms += dl
+            self._last_id += 1
+            values.append(
+                (
+                    self._last_id,
+                    session_id,
+                    idx,
+                    role,
+                    content,
+                    created_at,
+                    dl,
+                    list(map(term_id, counts)),
+                    list(counts.values()),
                 )
-            ],
-        ).fetchall()
-        ids = dict(returned)
-        self._count(len(rows), sum(lengths))
-        docs = [(ids[r[0] * _POS + r[1]], r[0], c, dl) for r, c, dl in zip(rows, counts, lengths, strict=True)]
-        insert_postings(cur, docs)
+            )
+        keys = f"session_id * {_POS} + idx, (session_id * {_POS} + idx) // {PAGE_SIZE}"
+        if len(values) == 1:
+            # One message, the common case: plain parameters, the id lists written out (they are our ints).
+            *scalars, terms, tfs = values[0]
+            cur.execute(
+                f"{_INSERT_MESSAGE} SELECT {keys}, * FROM (VALUES (?, ?, ?, ?, ?, ?::TIMESTAMPTZ, ?,"
+                f" {_int_list(terms)}::BIGINT[], {_int_list(tfs)}::INTEGER[]))"
+                f" AS v({', '.join(_MESSAGE_COLUMNS)})",
+                scalars,
+            )
+        else:
+            columns = list(zip(*values, strict=True))
+            cur.execute(
+                f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}",
+                [rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))],
+            )
+        self._count(len(rows), total_terms)
 
     def _kill(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
         """Delete the messages matching where, and their postings; return how many went."""
         gone = cur.execute(f"DELETE FROM messages WHERE {where} RETURNING id, dl", params).fetchall()
         ids = [row[0] for row in gone]
         self._count(-len(gone), -sum(row[1] or 0 for row in gone))
-        recent = [i for i in ids if i > self._merged_upto]
+        # A recent message's postings went with its row; merged ones stay in the term-sorted table.
         merged = [i for i in ids if i <= self._merged_upto]
-        if recent:
-            cur.execute(
-                f"DELETE FROM _postings_recent WHERE message_id IN (SELECT id FROM {_IDS})", [rows_param(id=recent)]
-            )
         if merged:
             # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
             cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
@@ -439,6 +485,7 @@ class DuckDBSessionBackend(SessionBackend):
 
     def remove_last(self, session_key: str) -> bool:
         with self._write() as cur:
+            self._slots.pop(session_key, None)  # its message count changes
             found = self._session(cur, session_key)
             if found is None or found[1] == 0:
                 return False
@@ -494,6 +541,7 @@ class DuckDBSessionBackend(SessionBackend):
 
     def compact(self, session_key: str) -> int:
         with self._write() as cur:
+            self._slots.pop(session_key, None)  # its message count changes
             found = self._session(cur, session_key)
             if found is None or found[1] < 2:
                 return 0
@@ -517,6 +565,7 @@ class DuckDBSessionBackend(SessionBackend):
     def cleanup_stale(self, ttl_hours: int) -> int:
         cutoff = _ago(timedelta(hours=min(ttl_hours, _MAX_HOURS)))
         with self._write() as cur:
+            self._slots.clear()
             ids = [
                 row[0]
                 for row in cur.execute(
@@ -539,19 +588,38 @@ class DuckDBSessionBackend(SessionBackend):
         terms = self._analyzer.query_terms(keyword)
         if not terms:
             return []
-        with self._read() as cur:
-            docs, avgdl = self._search_stats(cur)
-            ids = search_session_ids(cur, terms, docs, avgdl, agent_alias, query.limit)
-            if not ids:
-                return []
-            rows = cur.execute(
-                f"SELECT id, {_META} FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)]
-            ).fetchall()
-        by_id = {row[0]: _meta(row[1:]) for row in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        cur, corpus = self._search_start()
+        best = score_sessions(cur, terms, corpus, agent_alias, query.limit)
+        if not best:
+            return []
+        rows = cur.execute(
+            f"SELECT id, {_META} FROM sessions WHERE id IN ({', '.join(str(int(i)) for i in best)})"
+        ).fetchall()
+        # Best message first; ties go to the more recent session (last_activity, then the later id).
+        rows.sort(key=lambda row: (best[row[0]], row[4], row[0]), reverse=True)
+        return [_meta(row[1:]) for row in rows[: query.limit]]
+
+    def _search_start(self) -> tuple[duckdb.DuckDBPyConnection, Corpus]:
+        """A cursor and what scoring needs. The merge boundary is read before any statement of the search
+        (see search._branches); each statement then reads its own snapshot, and hits removed since are dropped."""
+        corpus_upto = self._merged_upto
+        cur = self._cursor()
+        docs, avgdl = self._search_stats(cur)
+        return cur, Corpus(merged_upto=corpus_upto, docs=docs, avgdl=avgdl)
+
+    def _session_keys(self, cur: duckdb.DuckDBPyConnection, ids: Iterable[int]) -> dict[int, str]:
+        """Keys of these session ids. A session's id and key never change and ids are never reused: kept."""
+        missing = {int(i) for i in ids} - self._keys.keys()
+        if missing:
+            found = cur.execute(f"SELECT id, key FROM sessions WHERE id IN ({', '.join(map(str, missing))})")
+            if len(self._keys) > _SLOTS_MAX:
+                self._keys.clear()
+            self._keys.update(found.fetchall())
+        return self._keys
 
     def clear_messages(self, session_key: str) -> int:
         with self._write() as cur:
+            self._slots.pop(session_key, None)  # its message count changes
             found = self._session(cur, session_key)
             if found is None or found[1] == 0:
                 return 0
@@ -562,6 +630,7 @@ class DuckDBSessionBackend(SessionBackend):
 
     def delete_session(self, session_key: str) -> bool:
         with self._write() as cur:
+            self._slots.pop(session_key, None)  # its message count changes
             found = self._session(cur, session_key)
             if found is None:
                 return False
@@ -658,12 +727,15 @@ class DuckDBSessionBackend(SessionBackend):
         now = _now()
         with self._write() as cur:
             if len(added) == 1:
-                # The common case, one message: a point update through the key's index.
-                found = cur.execute(
-                    "UPDATE sessions SET message_count = message_count + ?, last_activity = ? WHERE key = ?"
-                    " RETURNING key, id, message_count",
-                    [len(batch), now, batch[0][0]],
-                ).fetchall()
+                # The common case, one message to a session the writer knows: one UPDATE and one INSERT.
+                key = batch[0][0]
+                slot = self._slots.get(key) or self._session(cur, key)
+                found = [] if slot is None else [(key, slot[0], slot[1] + len(batch))]
+                if slot is not None:
+                    cur.execute(
+                        "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
+                        [slot[1] + len(batch), now, slot[0]],
+                    )
             else:
                 found = self._add_counts(cur, added, now)
             slots = {key: (session_id, count - added[key]) for key, session_id, count in found}
@@ -687,6 +759,10 @@ class DuckDBSessionBackend(SessionBackend):
             if rows:
                 self._insert_messages(cur, rows)
             self._record_imports(cur, marks, now)
+            # Remembered before the commit: a failed commit forgets every slot (see _write).
+            if len(self._slots) + len(slots) > _SLOTS_MAX:
+                self._slots.clear()
+            self._slots.update(slots)
         return {key: count for key, (_, count) in slots.items()}
 
     @staticmethod
@@ -726,21 +802,28 @@ class DuckDBSessionBackend(SessionBackend):
         if not terms:
             return []
         filters = Filters(session_key=session_key, agent_alias=agent_alias, role=role, since=since, until=until)
-        with self._read() as cur:
-            docs, avgdl = self._search_stats(cur)
-            rows = search_message_rows(cur, terms, docs, avgdl, filters, limit)
+        cur, corpus = self._search_start()
+        ranked = score_messages(cur, terms, corpus, filters, limit)
+        rows = fetch_messages(cur, [message_id for message_id, _, _ in ranked])
+        keys = self._session_keys(cur, (row[4] for row in rows.values()))
         wanted = set(terms)
-        return [
-            MessageHit(
-                session_key=key,
-                index=idx,
-                role=role_,
-                snippet=make_snippet(content, wanted, self._analyzer),
-                created_at=created_at,
-                score=float(score),
+        hits: list[MessageHit] = []
+        for message_id, _, score in ranked:
+            if message_id not in rows or rows[message_id][4] not in keys:
+                continue  # removed since it was scored
+            idx, role_, content, created_at, session_id = rows[message_id]
+            snippet = make_snippet(content, wanted, self._analyzer)
+            hits.append(
+                MessageHit(
+                    session_key=keys[session_id],
+                    index=idx,
+                    role=role_,
+                    snippet=snippet,
+                    created_at=created_at,
+                    score=score,
+                )
             )
-            for score, idx, role_, content, created_at, key in rows
-        ]
+        return hits
 
     def import_marks(self, session_key: str) -> list[ImportMark]:
         """What earlier imports into this session read: one mark per file prefix, shortest first.

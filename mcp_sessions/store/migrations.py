@@ -137,3 +137,18 @@ def m003_imports(conn: duckdb.DuckDBPyConnection) -> None:
         "CREATE TABLE _imports (session_key VARCHAR NOT NULL, bytes BIGINT NOT NULL, lines BIGINT NOT NULL,"
         " sha256 VARCHAR NOT NULL, source VARCHAR, imported_at TIMESTAMPTZ NOT NULL)"
     )
+
+
+@migration
+def m004_terms_in_messages(conn: duckdb.DuckDBPyConnection) -> None:
+    # A write's postings travel in its message row (terms: term ids, tfs: their counts), so an append is one
+    # INSERT and not two; search reads the rows written since the last merge through these lists, and merges
+    # move them into _postings as a term-sorted run. _index_state.merged_upto is the boundary: messages with
+    # id <= merged_upto have their postings in _postings, later ones in their lists. Earlier rows keep NULL
+    # lists: every posting written before this is merged here, and _postings_recent goes.
+    conn.execute("ALTER TABLE messages ADD COLUMN terms BIGINT[]")
+    conn.execute("ALTER TABLE messages ADD COLUMN tfs INTEGER[]")
+    conn.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
+    conn.execute("DROP TABLE _postings_recent")
+    conn.execute("CREATE TABLE _index_state (merged_upto BIGINT NOT NULL)")
+    conn.execute("INSERT INTO _index_state SELECT coalesce(max(id), 0) FROM messages")

@@ -1,17 +1,25 @@
-"""The inverted index's read side: BM25 over postings in SQL, for messages and for sessions."""
+"""The inverted index's read side: BM25 over postings, for messages and for sessions.
+
+A query term's postings live in two places (see m004): merged ones in _postings (sorted by term, so zone
+maps skip every row group without it), and those of messages written since the last merge in the messages'
+own term lists. A search first counts each term's postings (its document frequency), then scores: in
+Python when the terms are rare (a few rows fetched beat a planned aggregate), in one SQL aggregate otherwise.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 
 from ..terms import term_id
-from .params import rows_param, rows_sql
 
 K1 = 1.2
 B = 0.75
+# Up to this many postings in all, rows are fetched and scored in Python.
+PYTHON_SCORING_MAX = 2_000
 
 
 @dataclass(frozen=True)
@@ -25,17 +33,63 @@ class Filters:
     until: datetime | None = None
 
 
-def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> tuple[str, list[object]]:
-    """WITH clauses ending in scored(message_id, session_id, score): one score per live matching message."""
+@dataclass(frozen=True)
+class Corpus:
+    """What scoring needs to know of the whole index, read before the search's snapshot."""
+
+    merged_upto: int  # messages with ids up to this have their postings in _postings
+    docs: int
+    avgdl: float
+
+
+def _literal(value: float) -> str:
+    """A DOUBLE literal of one of our own numbers (never text from a caller)."""
+    return f"{float(value)!r}::DOUBLE"
+
+
+def _branches(tids: list[int], corpus: Corpus, first: list[str]) -> str:
+    """(first, message_id, session_id, tf, dl) rows of each term's live postings, first[k] leading term k's rows.
+
+    Term ids and the boundary are our own ints, written into the SQL: no parameter to convert per branch.
+    """
+    upto = int(corpus.merged_upto)
     branches: list[str] = []
-    params: list[object] = [float(max(docs, 1)), float(max(avgdl, 1.0))]
-    for term in terms:
-        tid = term_id(term)
-        # One equality scan per term and table, so each uses the term's zone maps (an IN list would not).
-        for table in ("_postings", "_postings_recent"):
-            branches.append(f"SELECT term, message_id, session_id, tf, dl FROM {table} WHERE term = ?")
-            params.append(tid)
+    for k, tid in enumerate(tids):
+        # Ids above the boundary read before the snapshot come from the messages' lists instead, so a merge
+        # committing in between is seen exactly once; removed messages' merged postings are masked.
+        branches.append(
+            f"SELECT {first[k]}, message_id, session_id, tf, dl FROM _postings WHERE term = {int(tid)}"
+            f" AND message_id <= {upto} AND message_id NOT IN (SELECT message_id FROM _dead_messages)"
+        )
+        branches.append(
+            f"SELECT {first[k]}, id, session_id, tfs[list_position(terms, {int(tid)})], dl FROM messages"
+            f" WHERE id > {upto} AND list_contains(terms, {int(tid)})"
+        )
+    return " UNION ALL ".join(branches)
+
+
+def document_frequencies(cur: duckdb.DuckDBPyConnection, tids: list[int], corpus: Corpus) -> list[int]:
+    """How many messages hold each term; like Lucene's, it counts removed messages until optimize() purges them."""
+    upto = int(corpus.merged_upto)
+    sql = " UNION ALL ".join(
+        f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
+        f" UNION ALL SELECT {k}, count(*) FROM messages WHERE id > {upto} AND list_contains(terms, {int(tid)})"
+        for k, tid in enumerate(tids)
+    )
+    counts = [0] * len(tids)
+    for k, n in cur.execute(sql).fetchall():
+        counts[k] += n
+    return counts
+
+
+def _idf(df: int, docs: int) -> float:
+    return math.log(1 + (max(docs, df) - df + 0.5) / (df + 0.5))
+
+
+def _where(filters: Filters) -> tuple[str, list[object]]:
+    """A WHERE clause over (message_id, session_id) rows for the filters, or ''."""
     where: list[str] = []
+    params: list[object] = []
     if filters.session_key is not None:
         where.append("session_id = (SELECT id FROM sessions WHERE key = ?)")
         params.append(filters.session_key)
@@ -54,71 +108,120 @@ def _scored_cte(terms: list[str], docs: int, avgdl: float, filters: Filters) -> 
             params.append(value.isoformat() if isinstance(value, datetime) else value)
     if message_where:
         where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
-    # One word: a message has one posting per word, so there is nothing to group.
-    single = len(terms) == 1
-    # A message's score: how many of the query's words it holds (so more words always rank higher),
-    # plus its BM25 score squashed into [0, 1) to order messages holding as many.
-    sql = f"""
-        WITH stats AS (SELECT ?::DOUBLE AS docs, ?::DOUBLE AS avgdl),
-        p AS ({" UNION ALL ".join(branches)}),
-        live AS (SELECT * FROM p WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)),
-        df AS (SELECT term, count(*)::DOUBLE AS df FROM live GROUP BY term),
-        bm25 AS (
-            SELECT message_id, {"session_id" if single else "any_value(session_id)"} AS session_id,
-                   {"1" if single else "count(*)"} AS words,
-                   {"" if single else "sum"}(ln(1 + (stats.docs - df.df + 0.5) / (df.df + 0.5))
-                       * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * dl / stats.avgdl))) AS relevance
-            FROM live JOIN df USING (term) CROSS JOIN stats
-            {"WHERE " + " AND ".join(where) if where else ""}
-            {"" if single else "GROUP BY message_id"}
-        ),
-        scored AS (
-            SELECT message_id, session_id, words + greatest(relevance, 0) / (1 + greatest(relevance, 0)) AS score
-            FROM bm25
-        )
-    """
-    return sql, params
+    return ("WHERE " + " AND ".join(where) if where else ""), params
 
 
-Row = tuple[float, int, str, str, datetime | None, str]
-_IDS = rows_sql({"id": "BIGINT"})
+def _score(words: int, relevance: float) -> float:
+    # How many of the query's words a message holds (so more words always rank higher), plus its BM25
+    # score squashed into [0, 1) to order messages holding as many.
+    relevance = max(relevance, 0.0)
+    return words + relevance / (1 + relevance)
 
 
-def search_message_rows(
-    cur: duckdb.DuckDBPyConnection, terms: list[str], docs: int, avgdl: float, filters: Filters, limit: int | None
-) -> list[Row]:
-    """(score, idx, role, content, created_at, session_key) of the best messages, best first."""
-    cte, params = _scored_cte(terms, docs, avgdl, filters)
-    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
-    # Rank on the postings alone, then fetch only the winners' rows.
-    ranked = cur.execute(
-        f"{cte} SELECT message_id, score FROM scored ORDER BY score DESC, message_id DESC {limit_sql}", params
-    ).fetchall()
-    if not ranked:
+Scored = tuple[int, int, float]  # message_id, session_id, score
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A query's terms, their idf, and the filters, ready to score."""
+
+    tids: list[int]
+    idfs: list[float]
+    corpus: Corpus
+    where: str
+    params: list[object]
+    postings: int  # how many the terms have in all
+
+    @property
+    def few(self) -> bool:
+        return self.postings <= PYTHON_SCORING_MAX
+
+
+def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filters: Filters) -> _Plan | None:
+    tids = [term_id(t) for t in terms]
+    dfs = document_frequencies(cur, tids, corpus)
+    if not any(dfs):
+        return None
+    where, params = _where(filters)
+    idfs = [_idf(df, corpus.docs) for df in dfs]
+    return _Plan(tids, idfs, corpus, where, params, sum(dfs))
+
+
+def _score_in_python(cur: duckdb.DuckDBPyConnection, plan: _Plan) -> list[Scored]:
+    """Every matching message scored, from its fetched postings; for rare terms."""
+    union = _branches(plan.tids, plan.corpus, [str(k) for k in range(len(plan.tids))])
+    rows = cur.execute(f"SELECT * FROM ({union}) AS p(k, message_id, session_id, tf, dl) {plan.where}", plan.params)
+    avgdl = max(plan.corpus.avgdl, 1.0)
+    found: dict[int, list[float]] = {}
+    for k, message_id, session_id, tf, dl in rows.fetchall():
+        entry = found.setdefault(message_id, [session_id, 0, 0.0])
+        entry[1] += 1
+        entry[2] += plan.idfs[k] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))
+    return [(mid, int(e[0]), _score(int(e[1]), e[2])) for mid, e in found.items()]
+
+
+def _scored_sql(plan: _Plan) -> str:
+    """SQL yielding (message_id, session_id, score) of every matching message: the same formula, in one aggregate."""
+    union = _branches(plan.tids, plan.corpus, [_literal(idf) for idf in plan.idfs])
+    avgdl = max(plan.corpus.avgdl, 1.0)
+    relevance = (
+        f"idf * tf * {_literal(K1 + 1)} / (tf + {_literal(K1)} * ({_literal(1 - B)} + {_literal(B / avgdl)} * dl))"
+    )
+    single = len(plan.tids) == 1  # a message has one posting per term: nothing to group
+    words, total = ("1", relevance) if single else ("count(*)", f"sum({relevance})")
+    return f"""
+        SELECT message_id, {"session_id" if single else "any_value(session_id)"} AS session_id,
+               {words} + greatest({total}, 0) / (1 + greatest({total}, 0)) AS score
+        FROM (SELECT * FROM ({union}) AS p(idf, message_id, session_id, tf, dl) {plan.where})
+        {"" if single else "GROUP BY message_id"}"""
+
+
+def score_messages(
+    cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filters: Filters, limit: int | None
+) -> list[Scored]:
+    """The best messages for the terms, best first (ties: newest first), at most limit."""
+    plan = _plan(cur, terms, corpus, filters)
+    if plan is None:
         return []
-    # One primary-key lookup per winner: a join would scan every row group that holds one.
+    if plan.few:
+        ranked = sorted(_score_in_python(cur, plan), key=lambda r: (r[2], r[0]), reverse=True)
+        return ranked if limit is None else ranked[:limit]
+    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
+    rows = cur.execute(f"{_scored_sql(plan)} ORDER BY score DESC, message_id DESC {limit_sql}", plan.params)
+    return [(m, s, float(score)) for m, s, score in rows.fetchall()]
+
+
+def score_sessions(
+    cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, agent_alias: str | None, limit: int
+) -> dict[int, float]:
+    """Sessions holding the terms -> their best message's score: at least the best `limit` of them, ties
+    included (the caller orders them by score, then by last activity)."""
+    plan = _plan(cur, terms, corpus, Filters(agent_alias=agent_alias))
+    if plan is None:
+        return {}
+    best: dict[int, float] = {}
+    if plan.few:
+        for _, session_id, score in _score_in_python(cur, plan):
+            best[session_id] = max(score, best.get(session_id, score))
+        return best
+    sql = f"""
+        SELECT b.session_id, b.best
+        FROM (SELECT session_id, max(score) AS best FROM ({_scored_sql(plan)}) GROUP BY session_id) b
+        JOIN sessions s ON s.id = b.session_id
+        ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}"""
+    return dict(cur.execute(sql, plan.params).fetchall())
+
+
+Hit = tuple[int, str, str, datetime | None, int]  # idx, role, content, created_at, session_id
+
+
+def fetch_messages(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, Hit]:
+    """The rows of these messages by id; one primary-key lookup each (a join would scan every row group holding one)."""
+    if not ids:
+        return {}
     lookups = " UNION ALL ".join(
-        "SELECT id, idx, role, content, timezone('UTC', created_at), session_id FROM messages WHERE id = ?"
-        for _ in ranked
+        "SELECT id, idx, role, content, timezone('UTC', created_at), session_id FROM messages"
+        f" WHERE id = {int(message_id)}"
+        for message_id in ids
     )
-    rows = cur.execute(lookups, [r[0] for r in ranked]).fetchall()
-    session_ids = {row[5] for row in rows}
-    keys = dict(
-        cur.execute(
-            f"SELECT id, key FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=session_ids)]
-        ).fetchall()
-    )
-    by_id = {row[0]: (*row[1:5], keys[row[5]]) for row in rows}
-    return [(score, *by_id[mid]) for mid, score in ranked if mid in by_id]  # type: ignore[misc]
-
-
-def search_session_ids(
-    cur: duckdb.DuckDBPyConnection, terms: list[str], docs: int, avgdl: float, agent_alias: str | None, limit: int
-) -> list[int]:
-    """Ids of sessions ranked by their best message; ties go to the more recent session."""
-    cte, params = _scored_cte(terms, docs, avgdl, Filters(agent_alias=agent_alias))
-    sql = f"""{cte}
-        SELECT b.session_id FROM (SELECT session_id, max(score) AS best FROM scored GROUP BY session_id) b
-        JOIN sessions sess ON sess.id = b.session_id
-        ORDER BY b.best DESC, sess.last_activity DESC, sess.id DESC LIMIT {int(limit)}"""
-    return [row[0] for row in cur.execute(sql, params).fetchall()]
+    return {row[0]: row[1:] for row in cur.execute(lookups).fetchall()}
