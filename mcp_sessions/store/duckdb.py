@@ -7,7 +7,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -166,6 +166,8 @@ class DuckDBSessionBackend(SessionBackend):
         # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
         # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
         self._merged_upto, self._last_id = self._index_bounds(self._db)
+        # False only while no merged posting is masked: searches then skip the mask (see _kill, optimize).
+        self._any_dead = bool(_first(self._db, "SELECT count(*) FROM _dead_messages")[0])  # type: ignore[index]
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory = self.path == ":memory:"
@@ -236,7 +238,7 @@ class DuckDBSessionBackend(SessionBackend):
         with self._write_lock:
             cur = self._cursor()
             self._pending = [0, 0]
-            self._pending_upto: int | None = None
+            self._after_commit: list[Callable[[], None]] = []
             cur.begin()
             try:
                 yield cur
@@ -250,8 +252,8 @@ class DuckDBSessionBackend(SessionBackend):
                 if isinstance(exc, duckdb.FatalException):
                     self._reopen()
                 raise
-            if self._pending_upto is not None:
-                self._merged_upto = self._pending_upto
+            for then in self._after_commit:
+                then()
             with self._stats_lock:
                 if self._stats is not None:
                     self._stats[0] += self._pending[0]
@@ -293,6 +295,10 @@ class DuckDBSessionBackend(SessionBackend):
         # only ids up to the boundary it read, so whichever side of a merge it lands on it sees each message once.
         self._merged_upto = upto
 
+    def _set_index_state(self, merged_upto: int, *, dead: bool) -> None:
+        self._merged_upto = merged_upto
+        self._any_dead = dead
+
     def _index_bounds(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         """(merged_upto, last message id given out) as stored."""
         row = _first(
@@ -322,7 +328,7 @@ class DuckDBSessionBackend(SessionBackend):
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
             cur.execute("DELETE FROM _dead_messages")
             cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
-            self._pending_upto = upto
+            self._after_commit.append(lambda: self._set_index_state(upto, dead=False))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -452,6 +458,8 @@ class DuckDBSessionBackend(SessionBackend):
         # A recent message's postings went with its row; merged ones stay in the term-sorted table.
         merged = [i for i in ids if i <= self._merged_upto]
         if merged:
+            # Set before the commit: a search that reads False began before this removal returns.
+            self._any_dead = True
             # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
             cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
         return len(ids)
@@ -602,10 +610,10 @@ class DuckDBSessionBackend(SessionBackend):
     def _search_start(self) -> tuple[duckdb.DuckDBPyConnection, Corpus]:
         """A cursor and what scoring needs. The merge boundary is read before any statement of the search
         (see search._branches); each statement then reads its own snapshot, and hits removed since are dropped."""
-        corpus_upto = self._merged_upto
+        upto, last, dead = self._merged_upto, self._last_id, self._any_dead
         cur = self._cursor()
         docs, avgdl = self._search_stats(cur)
-        return cur, Corpus(merged_upto=corpus_upto, docs=docs, avgdl=avgdl)
+        return cur, Corpus(merged_upto=upto, recent=last > upto, dead=dead, docs=docs, avgdl=avgdl)
 
     def _session_keys(self, cur: duckdb.DuckDBPyConnection, ids: Iterable[int]) -> dict[int, str]:
         """Keys of these session ids. A session's id and key never change and ids are never reused: kept."""

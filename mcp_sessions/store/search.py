@@ -38,6 +38,8 @@ class Corpus:
     """What scoring needs to know of the whole index, read before the search's snapshot."""
 
     merged_upto: int  # messages with ids up to this have their postings in _postings
+    recent: bool  # whether any message id above merged_upto had been given out
+    dead: bool  # whether any merged posting may be masked (see _dead_messages)
     docs: int
     avgdl: float
 
@@ -57,29 +59,33 @@ def _branches(tids: list[int], corpus: Corpus, first: list[str]) -> str:
     for k, tid in enumerate(tids):
         # Ids above the boundary read before the snapshot come from the messages' lists instead, so a merge
         # committing in between is seen exactly once; removed messages' merged postings are masked.
+        mask = " AND message_id NOT IN (SELECT message_id FROM _dead_messages)" if corpus.dead else ""
         branches.append(
             f"SELECT {first[k]}, message_id, session_id, tf, dl FROM _postings WHERE term = {int(tid)}"
-            f" AND message_id <= {upto} AND message_id NOT IN (SELECT message_id FROM _dead_messages)"
+            f" AND message_id <= {upto}{mask}"
         )
-        branches.append(
-            f"SELECT {first[k]}, id, session_id, tfs[list_position(terms, {int(tid)})], dl FROM messages"
-            f" WHERE id > {upto} AND list_contains(terms, {int(tid)})"
-        )
+        if corpus.recent:
+            branches.append(
+                f"SELECT {first[k]}, id, session_id, tfs[list_position(terms, {int(tid)})], dl FROM messages"
+                f" WHERE id > {upto} AND list_contains(terms, {int(tid)})"
+            )
     return " UNION ALL ".join(branches)
 
 
-def document_frequencies(cur: duckdb.DuckDBPyConnection, tids: list[int], corpus: Corpus) -> list[int]:
-    """How many messages hold each term; like Lucene's, it counts removed messages until optimize() purges them."""
+def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
+    """(k, n) rows, n summing to how many messages hold term k. Like Lucene's document frequency, it counts
+    removed messages until optimize() purges their postings."""
     upto = int(corpus.merged_upto)
-    sql = " UNION ALL ".join(
-        f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
-        f" UNION ALL SELECT {k}, count(*) FROM messages WHERE id > {upto} AND list_contains(terms, {int(tid)})"
-        for k, tid in enumerate(tids)
-    )
-    counts = [0] * len(tids)
-    for k, n in cur.execute(sql).fetchall():
-        counts[k] += n
-    return counts
+    branches: list[str] = []
+    for k, tid in enumerate(tids):
+        branches.append(
+            f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
+        )
+        if corpus.recent:
+            branches.append(
+                f"SELECT {k}, count(*) FROM messages WHERE id > {upto} AND list_contains(terms, {int(tid)})"
+            )
+    return " UNION ALL ".join(branches)
 
 
 def _idf(df: int, docs: int) -> float:
@@ -130,30 +136,40 @@ class _Plan:
     corpus: Corpus
     where: str
     params: list[object]
-    postings: int  # how many the terms have in all
-
-    @property
-    def few(self) -> bool:
-        return self.postings <= PYTHON_SCORING_MAX
+    # The matching postings (k, message_id, session_id, tf, dl) when there are few, else None.
+    fetched: list[tuple[int, int, int, int, int]] | None
 
 
 def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filters: Filters) -> _Plan | None:
+    """Count the terms' postings and, in the same statement, fetch them while they are few."""
     tids = [term_id(t) for t in terms]
-    dfs = document_frequencies(cur, tids, corpus)
+    where, params = _where(filters)
+    union = _branches(tids, corpus, [str(k) for k in range(len(tids))])
+    # One round trip: the frequencies (message_id NULL), then at most PYTHON_SCORING_MAX + 1 postings.
+    rows = cur.execute(
+        f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus)})"
+        f" UNION ALL (SELECT *, NULL FROM ({union}) AS p(k, message_id, session_id, tf, dl) {where}"
+        f" LIMIT {PYTHON_SCORING_MAX + 1})",
+        params,
+    ).fetchall()
+    dfs = [0] * len(tids)
+    for row in rows:
+        if row[1] is None:
+            dfs[row[0]] += row[5]
     if not any(dfs):
         return None
-    where, params = _where(filters)
+    postings = sum(dfs)
+    fetched = [row[:5] for row in rows if row[1] is not None] if postings <= PYTHON_SCORING_MAX else None
     idfs = [_idf(df, corpus.docs) for df in dfs]
-    return _Plan(tids, idfs, corpus, where, params, sum(dfs))
+    return _Plan(tids, idfs, corpus, where, params, fetched)
 
 
-def _score_in_python(cur: duckdb.DuckDBPyConnection, plan: _Plan) -> list[Scored]:
-    """Every matching message scored, from its fetched postings; for rare terms."""
-    union = _branches(plan.tids, plan.corpus, [str(k) for k in range(len(plan.tids))])
-    rows = cur.execute(f"SELECT * FROM ({union}) AS p(k, message_id, session_id, tf, dl) {plan.where}", plan.params)
+def _score_in_python(plan: _Plan) -> list[Scored]:
+    """Every matching message scored from its fetched postings, with the formula of _scored_sql."""
+    assert plan.fetched is not None
     avgdl = max(plan.corpus.avgdl, 1.0)
     found: dict[int, list[float]] = {}
-    for k, message_id, session_id, tf, dl in rows.fetchall():
+    for k, message_id, session_id, tf, dl in plan.fetched:
         entry = found.setdefault(message_id, [session_id, 0, 0.0])
         entry[1] += 1
         entry[2] += plan.idfs[k] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))
@@ -183,8 +199,8 @@ def score_messages(
     plan = _plan(cur, terms, corpus, filters)
     if plan is None:
         return []
-    if plan.few:
-        ranked = sorted(_score_in_python(cur, plan), key=lambda r: (r[2], r[0]), reverse=True)
+    if plan.fetched is not None:
+        ranked = sorted(_score_in_python(plan), key=lambda r: (r[2], r[0]), reverse=True)
         return ranked if limit is None else ranked[:limit]
     limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
     rows = cur.execute(f"{_scored_sql(plan)} ORDER BY score DESC, message_id DESC {limit_sql}", plan.params)
@@ -200,8 +216,8 @@ def score_sessions(
     if plan is None:
         return {}
     best: dict[int, float] = {}
-    if plan.few:
-        for _, session_id, score in _score_in_python(cur, plan):
+    if plan.fetched is not None:
+        for _, session_id, score in _score_in_python(plan):
             best[session_id] = max(score, best.get(session_id, score))
         return best
     sql = f"""
@@ -216,12 +232,11 @@ Hit = tuple[int, str, str, datetime | None, int]  # idx, role, content, created_
 
 
 def fetch_messages(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, Hit]:
-    """The rows of these messages by id; one primary-key lookup each (a join would scan every row group holding one)."""
+    """The rows of these messages by id (an IN list of our ints: DuckDB pushes it into the scan as a filter)."""
     if not ids:
         return {}
-    lookups = " UNION ALL ".join(
+    rows = cur.execute(
         "SELECT id, idx, role, content, timezone('UTC', created_at), session_id FROM messages"
-        f" WHERE id = {int(message_id)}"
-        for message_id in ids
+        f" WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
     )
-    return {row[0]: row[1:] for row in cur.execute(lookups).fetchall()}
+    return {row[0]: row[1:] for row in rows.fetchall()}
