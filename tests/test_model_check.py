@@ -6,10 +6,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+import mcp_sessions.store.search as search_module
 from mcp_sessions.memory import MemorySessionBackend
-from mcp_sessions.models import ChatMessage
+from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
+DEFAULT_SCORING_MAX = search_module.PYTHON_SCORING_MAX
 KEYS = st.sampled_from(["a", "b", "c"])
 ROLES = st.sampled_from(["user", "assistant"])
 # A small alphabet so duplicates (for compact) and shared words (for search) are common.
@@ -52,7 +54,24 @@ class StoreMatchesModel(RuleBasedStateMachine):
         self.existing = set()
 
     def teardown(self) -> None:
+        search_module.PYTHON_SCORING_MAX = DEFAULT_SCORING_MAX
         self.store.close()
+
+    @rule()
+    def merge(self) -> None:
+        # What upkeep does every MERGE_MESSAGES messages: recent postings move to the term-sorted table.
+        with self.store._write_lock:
+            self.store._merge_recent(self.store._cursor())
+
+    @rule(python=st.booleans())
+    def scoring_path(self, python: bool) -> None:
+        # Rare terms are scored in Python, frequent ones in SQL: both must find the same messages.
+        search_module.PYTHON_SCORING_MAX = DEFAULT_SCORING_MAX if python else -1
+
+    @rule(words=st.lists(st.sampled_from(WORDS), min_size=2, max_size=3, unique=True))
+    def search_sessions(self, words: list[str]) -> None:
+        query = SessionQuery(keyword=" ".join(words), limit=10)
+        assert {m.key for m in self.store.search(query)} == {m.key for m in self.model.search(query)}
 
     @rule(key=KEYS, role=ROLES, content=CONTENTS)
     def append(self, key: str, role: str, content: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 import unicodedata
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import duckdb
 import pytest
 
 import mcp_sessions.store.duckdb as store_module
+import mcp_sessions.store.search as search_module
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
@@ -29,6 +31,20 @@ def found(backend: DuckDBSessionBackend, query: str, **filters: object) -> set[t
 
 def sessions(backend: DuckDBSessionBackend, keyword: str | None, limit: int = 50) -> list[str]:
     return [m.key for m in backend.search(SessionQuery(keyword=keyword, limit=limit))]
+
+
+@pytest.fixture(params=["python-recent", "sql-recent", "python-merged", "sql-merged"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[DuckDBSessionBackend]:
+    """Every test here runs on both scoring paths (rare terms in Python, many in SQL), with postings read
+    from the messages' own lists (no merge yet) and from the term-sorted table (a merge after each write)."""
+    scoring, postings = request.param.split("-")
+    if scoring == "sql":
+        monkeypatch.setattr(search_module, "PYTHON_SCORING_MAX", -1)
+    if postings == "merged":
+        monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
+    store = DuckDBSessionBackend(":memory:")
+    yield store
+    store.close()
 
 
 # Live visibility: no rebuild step, no delay.
@@ -364,7 +380,13 @@ def test_query_finds_the_message(backend: DuckDBSessionBackend, text: str, query
     assert sessions(backend, query) == ["target"]
 
 
-UNSPACED_TEXTS = ["我们使用全文搜索引擎", "東京都に住んでいます", "한국어텍스트검색", "ภาษาไทยง่ายมาก", "カタカナとひらがな"]
+UNSPACED_TEXTS = [
+    "我们使用全文搜索引擎",
+    "東京都に住んでいます",
+    "한국어텍스트검색",
+    "ภาษาไทยง่ายมาก",
+    "カタカナとひらがな",
+]
 
 
 @pytest.mark.parametrize("text", UNSPACED_TEXTS)
