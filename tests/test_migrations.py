@@ -25,7 +25,7 @@ def test_fresh_store_records_every_migration_and_has_the_current_columns(tmp_pat
     conn = duckdb.connect(str(path))
     assert migrations.applied(conn) == [m.__name__ for m in migrations.MIGRATIONS]
     assert _columns(conn, "messages") == [
-        "id", "session_id", "idx", "pos", "page", "role", "content", "created_at", "dl", "terms", "tfs"
+        "id", "session_id", "idx", "pos", "page", "role", "content", "created_at", "dl", "terms"
     ]  # fmt: skip
     assert "message_count" in _columns(conn, "sessions")
     assert _columns(conn, "_postings") == ["term", "message_id", "session_id", "tf", "dl"]

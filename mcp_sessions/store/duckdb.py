@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -33,6 +34,7 @@ from ..terms import Analyzer, make_snippet, term_id
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
 from .params import rows_param, rows_sql
+from .postings import parse_terms_text, terms_text, unnested_sql
 from .search import Corpus, Filters, fetch_messages, score_messages, score_sessions
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ _INSERT_CHUNK = 2_000
 # Messages written since the last merge keep their postings in their own rows (see m004); once there are
 # this many, a merge moves them into the term-sorted table. Search scans these rows' term lists.
 MERGE_MESSAGES = 2_000
+# Ids of removed messages whose merged postings are masked, kept in memory up to this many.
+_DEAD_IDS_MAX = 100_000
 # Sessions whose (id, message count) the writer remembers, so an append to one reads nothing first.
 _SLOTS_MAX = 10_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
@@ -68,8 +72,7 @@ _MESSAGE_COLUMNS = {
     "content": "VARCHAR",
     "created_at": "TIMESTAMPTZ",
     "dl": "INTEGER",
-    "terms": "BIGINT[]",
-    "tfs": "INTEGER[]",
+    "terms": "VARCHAR",
 }
 _MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
 _INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
@@ -109,6 +112,10 @@ def _slice_query(first: int, stop: int) -> tuple[str, list[object]]:
     return f"{branches} ORDER BY pos", [value for page in pages for value in (page, first, stop)]
 
 
+def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    return cur.execute(sql, params).fetchall()
+
+
 def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
     """The first row of a one-statement read, reading the result to its end."""
     # fetchone() can leave the result, and so its transaction, open until the cursor's next statement,
@@ -117,9 +124,14 @@ def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
     return rows[0] if rows else None
 
 
-def _int_list(values: Iterable[int]) -> str:
-    """A SQL list literal of ints (never text: only our own ints are written into SQL)."""
-    return "[" + ",".join(str(int(v)) for v in values) + "]"
+class _Slot(NamedTuple):
+    """What the writer remembers of a session: its id, message count, and its last message's id and term
+    count (None until needed)."""
+
+    session_id: int
+    count: int
+    last_id: int | None = None
+    last_dl: int | None = None
 
 
 def _or_null(value: str | None) -> str | None:
@@ -155,7 +167,7 @@ class DuckDBSessionBackend(SessionBackend):
         self._writes_since_check = 0
         self._closed = False
         # session key -> (id, message count) as last committed; read and written under the write lock only.
-        self._slots: dict[str, tuple[int, int]] = {}
+        self._slots: dict[str, _Slot] = {}
         # session id -> key, for search hits (see _session_keys).
         self._keys: dict[int, str] = {}
         if self.read_only:
@@ -166,8 +178,26 @@ class DuckDBSessionBackend(SessionBackend):
         # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
         # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
         self._merged_upto, self._last_id = self._index_bounds(self._db)
-        # False only while no merged posting is masked: searches then skip the mask (see _kill, optimize).
-        self._any_dead = bool(_first(self._db, "SELECT count(*) FROM _dead_messages")[0])  # type: ignore[index]
+        if not self.read_only:
+            # The most recently active sessions are the likely next writes: know their slots from the start.
+            for key, session_id, count in _rows(
+                self._db,
+                "SELECT key, id, message_count FROM sessions ORDER BY last_activity DESC LIMIT ?",
+                [_SLOTS_MAX],
+            )[::-1]:
+                self._slots[key] = _Slot(session_id, count)
+        # What searches know without asking the store, so a rare word's search reads only what it needs:
+        # _any_dead is False only while no merged posting is masked (set before a removal commits);
+        # _dead_ids are the masked ids (None: too many to keep, the mask is applied in SQL), added after it commits;
+        # _recent_terms are the term ids of messages above the merge boundary (added before their write commits).
+        dead = [row[0] for row in _rows(self._db, f"SELECT message_id FROM _dead_messages LIMIT {_DEAD_IDS_MAX + 1}")]
+        self._any_dead = bool(dead)
+        self._dead_ids: set[int] | None = set(dead) if len(dead) <= _DEAD_IDS_MAX else None
+        self._recent_terms: set[int] = {
+            tid
+            for (text,) in _rows(self._db, "SELECT terms FROM messages WHERE id > ?", [self._merged_upto])
+            for tid, _ in parse_terms_text(text)
+        }
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory = self.path == ":memory:"
@@ -281,23 +311,26 @@ class DuckDBSessionBackend(SessionBackend):
         upto = self._last_id
         cur.begin()
         try:
-            cur.execute(
-                "INSERT INTO _postings SELECT unnest(terms), id, session_id, unnest(tfs), dl FROM messages"
-                " WHERE id > ? AND id <= ? ORDER BY 1, 2",
-                [self._merged_upto, upto],
-            )
+            bounds = [self._merged_upto, upto]
+            cur.execute(f"INSERT INTO _postings {unnested_sql('id > ? AND id <= ?')} ORDER BY term, message_id", bounds)
+            # Merged postings are read from _postings alone: the text is no longer needed.
+            cur.execute("UPDATE messages SET terms = NULL WHERE id > ? AND id <= ?", bounds)
             cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
             cur.commit()
         except BaseException:
             cur.rollback()
             raise
-        # Set after the commit: a search reads the boundary before its snapshot, and takes from _postings
-        # only ids up to the boundary it read, so whichever side of a merge it lands on it sees each message once.
-        self._merged_upto = upto
+        self._set_index_state(upto)
 
-    def _set_index_state(self, merged_upto: int, *, dead: bool) -> None:
+    def _set_index_state(self, merged_upto: int, *, purged: bool = False) -> None:
+        """After a merge or an optimize commits. A search reads the boundary before its snapshot, and takes
+        from _postings only ids up to the boundary it read, so whichever side of a merge it lands on it sees
+        each message once; it reads _recent_terms before the boundary, so it never skips messages above it."""
         self._merged_upto = merged_upto
-        self._any_dead = dead
+        self._recent_terms = set()
+        if purged:
+            self._any_dead = False
+            self._dead_ids = set()
 
     def _index_bounds(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         """(merged_upto, last message id given out) as stored."""
@@ -316,19 +349,20 @@ class DuckDBSessionBackend(SessionBackend):
         with self._write() as cur:
             upto = self._last_id
             cur.execute(
-                """CREATE TABLE _postings_sorted AS
+                f"""CREATE TABLE _postings_sorted AS
                    SELECT * FROM (
                        SELECT * FROM _postings WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)
                        UNION ALL
-                       SELECT unnest(terms), id, session_id, unnest(tfs), dl FROM messages WHERE id > ?)
+                       {unnested_sql("id > ?")})
                    ORDER BY term, message_id""",
                 [self._merged_upto],
             )
+            cur.execute("UPDATE messages SET terms = NULL WHERE id > ?", [self._merged_upto])
             cur.execute("DROP TABLE _postings")
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
             cur.execute("DELETE FROM _dead_messages")
             cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
-            self._after_commit.append(lambda: self._set_index_state(upto, dead=False))
+            self._after_commit.append(lambda: self._set_index_state(upto, purged=True))
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -394,6 +428,31 @@ class DuckDBSessionBackend(SessionBackend):
         row = cur.execute("SELECT id, message_count FROM sessions WHERE key = ?", [key]).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def _slot(self, cur: duckdb.DuckDBPyConnection, key: str, *, last: bool = False) -> _Slot | None:
+        """The session's slot, read from the store when the writer does not know it; last: with the last
+        message's id and term count. Call under the write lock."""
+        slot = self._slots.get(key)
+        if slot is None:
+            found = self._session(cur, key)
+            if found is None:
+                return None
+            slot = _Slot(*found)
+        if last and slot.count and slot.last_id is None:
+            pos = slot.session_id * _POS + slot.count - 1
+            row = _first(cur, "SELECT id, dl FROM messages WHERE page = ? AND pos = ?", [pos // PAGE_SIZE, pos])
+            if row is not None:
+                slot = _Slot(slot.session_id, slot.count, row[0], row[1])
+        return slot
+
+    def _remember(self, key: str, slot: _Slot) -> None:
+        """Keep the slot as it will be once the open write commits (a failed commit forgets them all, see _write)."""
+        self._slots.pop(key, None)
+        self._slots[key] = slot
+        if len(self._slots) > _SLOTS_MAX:
+            # Forget the least recently written quarter.
+            for stale in list(itertools.islice(self._slots, _SLOTS_MAX // 4)):
+                del self._slots[stale]
+
     def _ensure_session(self, cur: duckdb.DuckDBPyConnection, key: str) -> int:
         """The session's id, creating it (no messages, last_activity now) if missing."""
         found = self._session(cur, key)
@@ -410,45 +469,29 @@ class DuckDBSessionBackend(SessionBackend):
 
     def _insert_messages(
         self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None]]
-    ) -> None:
-        """Insert (session_id, idx, role, content, created_at) rows, each with its postings (see m004)."""
+    ) -> list[tuple[int, int]]:
+        """Insert (session_id, idx, role, content, created_at) rows, each with its postings (see m004);
+        return each one's (id, term count)."""
         values: list[tuple[object, ...]] = []
-        total_terms = 0
         for session_id, idx, role, content, created_at in rows:
             counts = Counter(self._analyzer.document_terms(content))
-            dl = sum(counts.values())
-            total_terms += dl
             self._last_id += 1
             values.append(
-                (
-                    self._last_id,
-                    session_id,
-                    idx,
-                    role,
-                    content,
-                    created_at,
-                    dl,
-                    list(map(term_id, counts)),
-                    list(counts.values()),
-                )
+                (self._last_id, session_id, idx, role, content, created_at, sum(counts.values()), self._terms(counts))
             )
-        keys = f"session_id * {_POS} + idx, (session_id * {_POS} + idx) // {PAGE_SIZE}"
         if len(values) == 1:
-            # One message, the common case: plain parameters, the id lists written out (they are our ints).
-            *scalars, terms, tfs = values[0]
-            cur.execute(
-                f"{_INSERT_MESSAGE} SELECT {keys}, * FROM (VALUES (?, ?, ?, ?, ?, ?::TIMESTAMPTZ, ?,"
-                f" {_int_list(terms)}::BIGINT[], {_int_list(tfs)}::INTEGER[]))"
-                f" AS v({', '.join(_MESSAGE_COLUMNS)})",
-                scalars,
-            )
+            pos = int(values[0][1]) * _POS + int(values[0][2])  # type: ignore[call-overload]
+            cur.execute(f"{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]])
         else:
+            keys = f"session_id * {_POS} + idx, (session_id * {_POS} + idx) // {PAGE_SIZE}"
             columns = list(zip(*values, strict=True))
             cur.execute(
                 f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}",
                 [rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))],
             )
-        self._count(len(rows), total_terms)
+        added = [(int(v[0]), int(v[6])) for v in values]  # type: ignore[call-overload]
+        self._count(len(rows), sum(dl for _, dl in added))
+        return added
 
     def _kill(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
         """Delete the messages matching where, and their postings; return how many went."""
@@ -460,9 +503,22 @@ class DuckDBSessionBackend(SessionBackend):
         if merged:
             # Set before the commit: a search that reads False began before this removal returns.
             self._any_dead = True
+            self._after_commit.append(lambda: self._add_dead(merged))
             # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
             cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
         return len(ids)
+
+    def _terms(self, counts: Counter[str]) -> str:
+        """The message's terms text, its term ids noted as recent first (see _recent_terms)."""
+        pairs = [(term_id(term), tf) for term, tf in counts.items()]
+        self._recent_terms.update(tid for tid, _ in pairs)
+        return terms_text(pairs)
+
+    def _add_dead(self, ids: list[int]) -> None:
+        if self._dead_ids is not None:
+            self._dead_ids.update(ids)
+            if len(self._dead_ids) > _DEAD_IDS_MAX:
+                self._dead_ids = None
 
     @staticmethod
     def _session_range(session_id: int) -> list[object]:
@@ -493,15 +549,18 @@ class DuckDBSessionBackend(SessionBackend):
 
     def remove_last(self, session_key: str) -> bool:
         with self._write() as cur:
-            self._slots.pop(session_key, None)  # its message count changes
-            found = self._session(cur, session_key)
-            if found is None or found[1] == 0:
+            slot = self._slot(cur, session_key, last=True)
+            if slot is None or slot.count == 0:
                 return False
-            session_id, count = found
-            self._kill(cur, "pos = ?", [session_id * _POS + count - 1])
+            if slot.last_id is not None:
+                self._kill(cur, "id = ?", [slot.last_id])
+            else:
+                self._kill(cur, "pos = ?", [slot.session_id * _POS + slot.count - 1])
             cur.execute(
-                "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?", [count - 1, _now(), session_id]
+                "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
+                [slot.count - 1, _now(), slot.session_id],
             )
+            self._remember(session_key, _Slot(slot.session_id, slot.count - 1))
             return True
 
     def list_sessions(self) -> list[str]:
@@ -520,14 +579,33 @@ class DuckDBSessionBackend(SessionBackend):
     def update_last(self, session_key: str, message: ChatMessage) -> bool:
         self.check_message(message)
         with self._write() as cur:
-            found = self._session(cur, session_key)
-            if found is None or found[1] == 0:
+            slot = self._slot(cur, session_key, last=True)
+            if slot is None or slot.count == 0:
                 return False
-            session_id, count = found
             now = _now()
-            self._kill(cur, "pos = ?", [session_id * _POS + count - 1])
-            self._insert_messages(cur, [(session_id, count - 1, message.role, message.content, now)])
-            cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [now, session_id])
+            counts = Counter(self._analyzer.document_terms(message.content))
+            dl = sum(counts.values())
+            rewritten = 0
+            if slot.last_id is not None and slot.last_id > self._merged_upto:
+                # Its postings are in its own row: rewrite the row in place (text columns update in place).
+                row = _first(
+                    cur,
+                    "UPDATE messages SET role = ?, content = ?, created_at = ?, dl = ?, terms = ? WHERE id = ?",
+                    [message.role, message.content, now, dl, self._terms(counts), slot.last_id],
+                )
+                rewritten = 0 if row is None else int(row[0])
+            if rewritten == 1:
+                self._count(0, dl - (slot.last_dl or 0))
+                updated = _Slot(slot.session_id, slot.count, slot.last_id, dl)
+            else:
+                # Merged postings are masked by id: the new text is a new message in the same place.
+                self._kill(cur, "pos = ?", [slot.session_id * _POS + slot.count - 1])
+                added = self._insert_messages(
+                    cur, [(slot.session_id, slot.count - 1, message.role, message.content, now)]
+                )
+                updated = _Slot(slot.session_id, slot.count, *added[0])
+            cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [now, slot.session_id])
+            self._remember(session_key, updated)
             return True
 
     def list_sessions_with_metadata(
@@ -610,10 +688,19 @@ class DuckDBSessionBackend(SessionBackend):
     def _search_start(self) -> tuple[duckdb.DuckDBPyConnection, Corpus]:
         """A cursor and what scoring needs. The merge boundary is read before any statement of the search
         (see search._branches); each statement then reads its own snapshot, and hits removed since are dropped."""
-        upto, last, dead = self._merged_upto, self._last_id, self._any_dead
+        # In this order: see _set_index_state.
+        recent_terms, dead_ids, any_dead = self._recent_terms, self._dead_ids, self._any_dead
+        upto = self._merged_upto
         cur = self._cursor()
         docs, avgdl = self._search_stats(cur)
-        return cur, Corpus(merged_upto=upto, recent=last > upto, dead=dead, docs=docs, avgdl=avgdl)
+        return cur, Corpus(
+            merged_upto=upto,
+            recent_terms=recent_terms,
+            any_dead=any_dead,
+            dead_ids=dead_ids,
+            docs=docs,
+            avgdl=avgdl,
+        )
 
     def _session_keys(self, cur: duckdb.DuckDBPyConnection, ids: Iterable[int]) -> dict[int, str]:
         """Keys of these session ids. A session's id and key never change and ids are never reused: kept."""
@@ -737,12 +824,12 @@ class DuckDBSessionBackend(SessionBackend):
             if len(added) == 1:
                 # The common case, one message to a session the writer knows: one UPDATE and one INSERT.
                 key = batch[0][0]
-                slot = self._slots.get(key) or self._session(cur, key)
-                found = [] if slot is None else [(key, slot[0], slot[1] + len(batch))]
+                slot = self._slot(cur, key)
+                found = [] if slot is None else [(key, slot.session_id, slot.count + len(batch))]
                 if slot is not None:
                     cur.execute(
                         "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
-                        [slot[1] + len(batch), now, slot[0]],
+                        [slot.count + len(batch), now, slot.session_id],
                     )
             else:
                 found = self._add_counts(cur, added, now)
@@ -756,21 +843,20 @@ class DuckDBSessionBackend(SessionBackend):
                 ).fetchall()
                 slots.update((key, (session_id, 0)) for key, session_id in created)
             rows: list[tuple[int, int, str, str, str | None]] = []
+            lasts: dict[int, tuple[int, int]] = {}  # session id -> (id, term count) of its last new message
             for key, message in batch:
                 session_id, idx = slots[key]
                 slots[key] = (session_id, idx + 1)
                 rows.append((session_id, idx, message.role, message.content, now))
                 # Bounded statements keep a big import's memory flat; the transaction stays one.
                 if len(rows) == _INSERT_CHUNK:
-                    self._insert_messages(cur, rows)
+                    lasts.update(zip((r[0] for r in rows), self._insert_messages(cur, rows), strict=True))
                     rows = []
             if rows:
-                self._insert_messages(cur, rows)
+                lasts.update(zip((r[0] for r in rows), self._insert_messages(cur, rows), strict=True))
             self._record_imports(cur, marks, now)
-            # Remembered before the commit: a failed commit forgets every slot (see _write).
-            if len(self._slots) + len(slots) > _SLOTS_MAX:
-                self._slots.clear()
-            self._slots.update(slots)
+            for key, (session_id, count) in slots.items():
+                self._remember(key, _Slot(session_id, count, *lasts[session_id]))
         return {key: count for key, (_, count) in slots.items()}
 
     @staticmethod

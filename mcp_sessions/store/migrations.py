@@ -141,13 +141,12 @@ def m003_imports(conn: duckdb.DuckDBPyConnection) -> None:
 
 @migration
 def m004_terms_in_messages(conn: duckdb.DuckDBPyConnection) -> None:
-    # A write's postings travel in its message row (terms: term ids, tfs: their counts), so an append is one
-    # INSERT and not two; search reads the rows written since the last merge through these lists, and merges
-    # move them into _postings as a term-sorted run. _index_state.merged_upto is the boundary: messages with
-    # id <= merged_upto have their postings in _postings, later ones in their lists. Earlier rows keep NULL
-    # lists: every posting written before this is merged here, and _postings_recent goes.
-    conn.execute("ALTER TABLE messages ADD COLUMN terms BIGINT[]")
-    conn.execute("ALTER TABLE messages ADD COLUMN tfs INTEGER[]")
+    # A write's postings travel in its message row, so an append is one INSERT and not two: terms holds
+    # " <term id>:<count> <term id>:<count> " (text, so rewriting a recent message is an in-place update),
+    # and is set back to NULL once a merge has moved the postings into _postings as a term-sorted run.
+    # _index_state.merged_upto is the boundary: messages with id <= merged_upto have their postings in
+    # _postings, later ones in their terms. Every posting written before this is merged here; _postings_recent goes.
+    conn.execute("ALTER TABLE messages ADD COLUMN terms VARCHAR")
     conn.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
     conn.execute("DROP TABLE _postings_recent")
     conn.execute("CREATE TABLE _index_state (merged_upto BIGINT NOT NULL)")

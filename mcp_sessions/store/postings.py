@@ -50,3 +50,37 @@ def index_messages(
         docs.append((message_id, session_id, counts, lengths[message_id]))
     insert_postings(cur, docs, table)
     return lengths
+
+
+# Postings of messages written since the last merge live in messages.terms (see m004) as text:
+# " <term id>:<count> <term id>:<count> ", the spaces making " <id>:" match whole ids only.
+
+
+def terms_text(pairs: Iterable[tuple[int, int]]) -> str:
+    """A message's (term id, count) pairs as messages.terms holds them."""
+    return " " + "".join(f"{tid}:{tf} " for tid, tf in pairs)
+
+
+def parse_terms_text(text: str | None) -> list[tuple[int, int]]:
+    """The (term id, count) pairs of a terms text; none for NULL."""
+    return [(int(tid), int(tf)) for tid, _, tf in (p.partition(":") for p in (text or "").split())]
+
+
+def holds_sql(tid: int) -> str:
+    """SQL true when a message's terms text holds the term id (our own int, written into the SQL)."""
+    return f"contains(terms, ' {int(tid)}:')"
+
+
+def tf_sql(tid: int) -> str:
+    """SQL for the term's count in a message's terms text (for rows where holds_sql is true)."""
+    return f"CAST(split_part(split_part(terms, ' {int(tid)}:', 2), ' ', 1) AS INTEGER)"
+
+
+def unnested_sql(where: str) -> str:
+    """SQL for the (term, message_id, session_id, tf, dl) postings held in the terms text of messages matching where."""
+    return (
+        "SELECT CAST(split_part(p, ':', 1) AS BIGINT) AS term, id AS message_id, session_id,"
+        " CAST(split_part(p, ':', 2) AS INTEGER) AS tf, dl"
+        f" FROM (SELECT id, session_id, dl, unnest(string_split(trim(terms), ' ')) AS p FROM messages WHERE {where})"
+        " WHERE p <> ''"
+    )

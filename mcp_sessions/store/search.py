@@ -15,6 +15,7 @@ from datetime import datetime
 import duckdb
 
 from ..terms import term_id
+from .postings import holds_sql, tf_sql
 
 K1 = 1.2
 B = 0.75
@@ -38,8 +39,9 @@ class Corpus:
     """What scoring needs to know of the whole index, read before the search's snapshot."""
 
     merged_upto: int  # messages with ids up to this have their postings in _postings
-    recent: bool  # whether any message id above merged_upto had been given out
-    dead: bool  # whether any merged posting may be masked (see _dead_messages)
+    recent_terms: set[int]  # term ids held by messages above merged_upto (a superset)
+    any_dead: bool  # whether any merged posting may be masked (see _dead_messages)
+    dead_ids: set[int] | None  # the masked message ids, None when too many to keep in memory
     docs: int
     avgdl: float
 
@@ -49,7 +51,7 @@ def _literal(value: float) -> str:
     return f"{float(value)!r}::DOUBLE"
 
 
-def _branches(tids: list[int], corpus: Corpus, first: list[str]) -> str:
+def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool) -> str:
     """(first, message_id, session_id, tf, dl) rows of each term's live postings, first[k] leading term k's rows.
 
     Term ids and the boundary are our own ints, written into the SQL: no parameter to convert per branch.
@@ -59,15 +61,15 @@ def _branches(tids: list[int], corpus: Corpus, first: list[str]) -> str:
     for k, tid in enumerate(tids):
         # Ids above the boundary read before the snapshot come from the messages' lists instead, so a merge
         # committing in between is seen exactly once; removed messages' merged postings are masked.
-        mask = " AND message_id NOT IN (SELECT message_id FROM _dead_messages)" if corpus.dead else ""
+        dead = " AND message_id NOT IN (SELECT message_id FROM _dead_messages)" if mask and corpus.any_dead else ""
         branches.append(
             f"SELECT {first[k]}, message_id, session_id, tf, dl FROM _postings WHERE term = {int(tid)}"
-            f" AND message_id <= {upto}{mask}"
+            f" AND message_id <= {upto}{dead}"
         )
-        if corpus.recent:
+        if tid in corpus.recent_terms:
             branches.append(
-                f"SELECT {first[k]}, id, session_id, tfs[list_position(terms, {int(tid)})], dl FROM messages"
-                f" WHERE id > {upto} AND list_contains(terms, {int(tid)})"
+                f"SELECT {first[k]}, id, session_id, {tf_sql(tid)}, dl FROM messages"
+                f" WHERE id > {upto} AND {holds_sql(tid)}"
             )
     return " UNION ALL ".join(branches)
 
@@ -81,10 +83,8 @@ def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
         branches.append(
             f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
         )
-        if corpus.recent:
-            branches.append(
-                f"SELECT {k}, count(*) FROM messages WHERE id > {upto} AND list_contains(terms, {int(tid)})"
-            )
+        if tid in corpus.recent_terms:
+            branches.append(f"SELECT {k}, count(*) FROM messages WHERE id > {upto} AND {holds_sql(tid)}")
     return " UNION ALL ".join(branches)
 
 
@@ -144,7 +144,8 @@ def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filt
     """Count the terms' postings and, in the same statement, fetch them while they are few."""
     tids = [term_id(t) for t in terms]
     where, params = _where(filters)
-    union = _branches(tids, corpus, [str(k) for k in range(len(tids))])
+    # Masked postings are dropped in Python when their ids are at hand (see _score_in_python).
+    union = _branches(tids, corpus, [str(k) for k in range(len(tids))], mask=corpus.dead_ids is None)
     # One round trip: the frequencies (message_id NULL), then at most PYTHON_SCORING_MAX + 1 postings.
     rows = cur.execute(
         f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus)})"
@@ -168,8 +169,11 @@ def _score_in_python(plan: _Plan) -> list[Scored]:
     """Every matching message scored from its fetched postings, with the formula of _scored_sql."""
     assert plan.fetched is not None
     avgdl = max(plan.corpus.avgdl, 1.0)
+    dead = plan.corpus.dead_ids if plan.corpus.any_dead else None
     found: dict[int, list[float]] = {}
     for k, message_id, session_id, tf, dl in plan.fetched:
+        if dead and message_id <= plan.corpus.merged_upto and message_id in dead:
+            continue
         entry = found.setdefault(message_id, [session_id, 0, 0.0])
         entry[1] += 1
         entry[2] += plan.idfs[k] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))
@@ -178,7 +182,7 @@ def _score_in_python(plan: _Plan) -> list[Scored]:
 
 def _scored_sql(plan: _Plan) -> str:
     """SQL yielding (message_id, session_id, score) of every matching message: the same formula, in one aggregate."""
-    union = _branches(plan.tids, plan.corpus, [_literal(idf) for idf in plan.idfs])
+    union = _branches(plan.tids, plan.corpus, [_literal(idf) for idf in plan.idfs], mask=True)
     avgdl = max(plan.corpus.avgdl, 1.0)
     relevance = (
         f"idf * tf * {_literal(K1 + 1)} / (tf + {_literal(K1)} * ({_literal(1 - B)} + {_literal(B / avgdl)} * dl))"
