@@ -72,8 +72,8 @@ def holds_sql(tid: int) -> str:
 
 
 def tf_sql(tid: int) -> str:
-    """SQL for the term's count in a message's terms text (for rows where holds_sql is true)."""
-    return f"CAST(split_part(split_part(terms, ' {int(tid)}:', 2), ' ', 1) AS INTEGER)"
+    """SQL for the term's count in a message's terms text, NULL where it does not hold the term."""
+    return f"TRY_CAST(split_part(split_part(terms, ' {int(tid)}:', 2), ' ', 1) AS INTEGER)"
 
 
 def unnested_sql(where: str) -> str:

@@ -57,34 +57,45 @@ def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool) 
     Term ids and the boundary are our own ints, written into the SQL: no parameter to convert per branch.
     """
     upto = int(corpus.merged_upto)
-    branches: list[str] = []
-    for k, tid in enumerate(tids):
-        # Ids above the boundary read before the snapshot come from the messages' lists instead, so a merge
-        # committing in between is seen exactly once; removed messages' merged postings are masked.
-        dead = " AND message_id NOT IN (SELECT message_id FROM _dead_messages)" if mask and corpus.any_dead else ""
+    # One scan per term of the term-sorted table, each pruned to the row groups holding the term.
+    branches = [
+        f"SELECT {first[k]}, message_id, session_id, tf, dl FROM _postings WHERE term = {int(tid)}"
+        f" AND message_id <= {upto}"
+        for k, tid in enumerate(tids)
+    ]
+    # Ids above the boundary read before the snapshot come from the messages' own terms instead, so a merge
+    # committing in between is seen exactly once: one scan of those few rows for all the terms they hold.
+    recent = [k for k, tid in enumerate(tids) if tid in corpus.recent_terms]
+    if recent:
+        firsts = ", ".join(first[k] for k in recent)
+        tfs = ", ".join(tf_sql(tids[k]) for k in recent)
+        holds = " OR ".join(holds_sql(tids[k]) for k in recent)
         branches.append(
-            f"SELECT {first[k]}, message_id, session_id, tf, dl FROM _postings WHERE term = {int(tid)}"
-            f" AND message_id <= {upto}{dead}"
+            "SELECT * FROM (SELECT unnest([" + firsts + "]), id, session_id, unnest([" + tfs + "]) AS tf, dl"
+            f" FROM messages WHERE id > {upto} AND ({holds})) WHERE tf IS NOT NULL"
         )
-        if tid in corpus.recent_terms:
-            branches.append(
-                f"SELECT {first[k]}, id, session_id, {tf_sql(tid)}, dl FROM messages"
-                f" WHERE id > {upto} AND {holds_sql(tid)}"
-            )
-    return " UNION ALL ".join(branches)
+    union = " UNION ALL ".join(branches)
+    if mask and corpus.any_dead:
+        # Removed messages' merged postings, masked once over the union (recent ids are never masked).
+        return f"SELECT * FROM ({union}) WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)"
+    return union
 
 
 def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
     """(k, n) rows, n summing to how many messages hold term k. Like Lucene's document frequency, it counts
     removed messages until optimize() purges their postings."""
     upto = int(corpus.merged_upto)
-    branches: list[str] = []
-    for k, tid in enumerate(tids):
+    branches = [
+        f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
+        for k, tid in enumerate(tids)
+    ]
+    recent = [k for k, tid in enumerate(tids) if tid in corpus.recent_terms]
+    if recent:
+        counts = ", ".join(f"count_if({holds_sql(tids[k])})" for k in recent)
         branches.append(
-            f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
+            f"SELECT unnest([{', '.join(map(str, recent))}]), unnest(n)"
+            f" FROM (SELECT [{counts}] AS n FROM messages WHERE id > {upto})"
         )
-        if tid in corpus.recent_terms:
-            branches.append(f"SELECT {k}, count(*) FROM messages WHERE id > {upto} AND {holds_sql(tid)}")
     return " UNION ALL ".join(branches)
 
 
@@ -190,10 +201,10 @@ def _scored_sql(plan: _Plan) -> str:
     single = len(plan.tids) == 1  # a message has one posting per term: nothing to group
     words, total = ("1", relevance) if single else ("count(*)", f"sum({relevance})")
     return f"""
-        SELECT message_id, {"session_id" if single else "any_value(session_id)"} AS session_id,
+        SELECT message_id, session_id,
                {words} + greatest({total}, 0) / (1 + greatest({total}, 0)) AS score
         FROM (SELECT * FROM ({union}) AS p(idf, message_id, session_id, tf, dl) {plan.where})
-        {"" if single else "GROUP BY message_id"}"""
+        {"" if single else "GROUP BY message_id, session_id"}"""
 
 
 def score_messages(
