@@ -91,7 +91,7 @@ def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
     ]
     recent = [k for k, tid in enumerate(tids) if tid in corpus.recent_terms]
     if recent:
-        counts = ", ".join(f"count_if({holds_sql(tids[k])})" for k in recent)
+        counts = ", ".join(f"count(*) FILTER (WHERE {holds_sql(tids[k])})" for k in recent)
         branches.append(
             f"SELECT unnest([{', '.join(map(str, recent))}]), unnest(n)"
             f" FROM (SELECT [{counts}] AS n FROM messages WHERE id > {upto})"
