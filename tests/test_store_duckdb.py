@@ -679,3 +679,33 @@ def test_optimize_keeps_every_result(backend: DuckDBSessionBackend) -> None:
     assert snapshot() == before
     backend.optimize()
     assert snapshot() == before
+
+
+# What the writer remembers of a session (its slot) only guides reads and writes: a wrong one is caught.
+
+
+def test_load_page_reads_the_true_count_when_the_remembered_one_is_wrong(backend: DuckDBSessionBackend) -> None:
+    for i in range(70):
+        backend.append("k", ChatMessage(role="user", content=f"m{i}"))
+    real = backend._slots["k"]
+    for wrong in (real._replace(count=3), real._replace(count=500), real._replace(session_id=real.session_id + 99)):
+        backend._slots["k"] = wrong
+        page = backend.load_page("k", offset=-20)
+        assert page.total == 70
+        assert [m.content for m in page.messages] == [f"m{i}" for i in range(50, 70)]
+    backend._slots.clear()
+    assert backend.load_page("k", offset=65, limit=2).messages[1].content == "m66"
+    assert backend.load_page("gone").total == 0
+
+
+def test_update_last_with_a_wrong_remembered_last_message_still_replaces_the_last(
+    backend: DuckDBSessionBackend,
+) -> None:
+    backend.append("k", ChatMessage(role="user", content="first"))
+    backend.append("k", ChatMessage(role="user", content="second"))
+    slot = backend._slots["k"]
+    backend._slots["k"] = slot._replace(last_id=(slot.last_id or 0) + 1000)
+    assert backend.update_last("k", ChatMessage(role="assistant", content="replaced"))
+    assert [m.content for m in backend.load("k")] == ["first", "replaced"]
+    assert [h.index for h in backend.search_messages("replaced")] == [1]
+    assert backend.search_messages("second") == []

@@ -101,15 +101,33 @@ def _ago(duration: timedelta) -> str:
         return datetime.min.replace(tzinfo=UTC).isoformat()
 
 
-def _slice_query(first: int, stop: int) -> tuple[str, list[object]]:
-    """SQL and parameters reading messages with first <= pos < stop, in order."""
-    columns = "SELECT role, content, timezone('UTC', created_at), idx, pos FROM messages"
+def _slice_query(first: int, stop: int) -> str:
+    """SQL reading (role, content, created_at as epoch µs, idx, pos) rows holding every message with
+    first <= pos < stop, in no order: _slice_rows keeps those and orders them."""
+    # Times as epoch microseconds: cheaper than a time zone conversion in SQL, exact in Python.
+    columns = "SELECT role, content, epoch_us(created_at), idx, pos FROM messages"
     pages = range(first // PAGE_SIZE, (stop - 1) // PAGE_SIZE + 1)
     if len(pages) > _MAX_PAGE_LOOKUPS:
-        return f"{columns} WHERE pos >= ? AND pos < ? ORDER BY pos", [first, stop]
-    # One equality per page, each answered by the page index.
-    branches = " UNION ALL ".join(f"{columns} WHERE page = ? AND pos >= ? AND pos < ?" for _ in pages)
-    return f"{branches} ORDER BY pos", [value for page in pages for value in (page, first, stop)]
+        return f"{columns} WHERE pos >= {int(first)} AND pos < {int(stop)}"
+    # Whole pages, one equality each, answered by the page index (a range filter or ORDER BY on top
+    # costs more in DuckDB than sorting 64 rows in Python).
+    return " UNION ALL ".join(f"{columns} WHERE page = {int(page)}" for page in pages)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _slice_rows(rows: Iterable[tuple[Any, ...]], first: int, stop: int) -> list[TimestampedMessage]:
+    kept = sorted((r for r in rows if first <= r[4] < stop), key=lambda r: r[4])
+    return [
+        TimestampedMessage(
+            role=r[0],
+            content=r[1],
+            created_at=None if r[2] is None else _EPOCH + timedelta(microseconds=r[2]),
+            index=r[3],
+        )
+        for r in kept
+    ]
 
 
 def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -178,14 +196,13 @@ class DuckDBSessionBackend(SessionBackend):
         # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
         # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
         self._merged_upto, self._last_id = self._index_bounds(self._db)
-        if not self.read_only:
-            # The most recently active sessions are the likely next writes: know their slots from the start.
-            for key, session_id, count in _rows(
-                self._db,
-                "SELECT key, id, message_count FROM sessions ORDER BY last_activity DESC LIMIT ?",
-                [_SLOTS_MAX],
-            )[::-1]:
-                self._slots[key] = _Slot(session_id, count)
+        # The most recently active sessions are the likely next reads and writes: know their slots.
+        for key, session_id, count in _rows(
+            self._db,
+            "SELECT key, id, message_count FROM sessions ORDER BY last_activity DESC LIMIT ?",
+            [_SLOTS_MAX],
+        )[::-1]:
+            self._slots[key] = _Slot(session_id, count)
         # What searches know without asking the store, so a rare word's search reads only what it needs:
         # _any_dead is False only while no merged posting is masked (set before a removal commits);
         # _dead_ids are the masked ids (None: too many to keep, the mask is applied in SQL), added after it commits;
@@ -590,8 +607,18 @@ class DuckDBSessionBackend(SessionBackend):
                 # Its postings are in its own row: rewrite the row in place (text columns update in place).
                 row = _first(
                     cur,
-                    "UPDATE messages SET role = ?, content = ?, created_at = ?, dl = ?, terms = ? WHERE id = ?",
-                    [message.role, message.content, now, dl, self._terms(counts), slot.last_id],
+                    # The place is checked too: a slot that were wrong must not rewrite another message.
+                    "UPDATE messages SET role = ?, content = ?, created_at = ?, dl = ?, terms = ?"
+                    " WHERE id = ? AND pos = ?",
+                    [
+                        message.role,
+                        message.content,
+                        now,
+                        dl,
+                        self._terms(counts),
+                        slot.last_id,
+                        slot.session_id * _POS + slot.count - 1,
+                    ],
                 )
                 rewritten = 0 if row is None else int(row[0])
             if rewritten == 1:
@@ -870,17 +897,36 @@ class DuckDBSessionBackend(SessionBackend):
         ).fetchall()
 
     def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
-        with self._read() as cur:
+        cur = self._cursor()
+        # Guess the session's id and count from what the writer knows, then read the count and the slice in
+        # one statement (one snapshot): when the count read is the one guessed, the slice is right.
+        slot = self._slots.get(session_key)
+        for _ in range(3):
+            if slot is None:
+                found = _first(cur, "SELECT id, message_count FROM sessions WHERE key = ?", [session_key])
+                if found is None:
+                    return MessagePage(messages=[], total=0)
+                slot = _Slot(*found)
+            session_id, total = slot.session_id, slot.count
+            start, stop = slice_bounds(total, offset, limit)
+            first, end = session_id * _POS + start, session_id * _POS + stop
+            # The count comes back as a row of its own, told apart by pos -1. Ids are never reused: a session
+            # deleted since (or made again under the same key) has no row with this id.
+            rows = cur.execute(
+                f"SELECT NULL, NULL, NULL, message_count, -1 AS pos FROM sessions WHERE id = {int(session_id)}"
+                + (f" UNION ALL {_slice_query(first, end)}" if start < stop else "")
+            ).fetchall()
+            if any(r[4] == -1 and r[3] == total for r in rows):
+                return MessagePage(messages=_slice_rows(rows, first, end), total=total)
+            slot = None  # changed since: read it afresh
+        with self._read() as cur:  # busy writes to this session: read count and slice in one transaction
             found = self._session(cur, session_key)
             if found is None:
                 return MessagePage(messages=[], total=0)
-            session_id, total = found
-            start, stop = slice_bounds(total, offset, limit)
-            if start >= stop:
-                return MessagePage(messages=[], total=total)
-            rows = cur.execute(*_slice_query(session_id * _POS + start, session_id * _POS + stop)).fetchall()
-        messages = [TimestampedMessage(role=r[0], content=r[1], created_at=r[2], index=r[3]) for r in rows]
-        return MessagePage(messages=messages, total=total)
+            start, stop = slice_bounds(found[1], offset, limit)
+            first, end = found[0] * _POS + start, found[0] * _POS + stop
+            rows = cur.execute(_slice_query(first, end)).fetchall() if start < stop else []
+        return MessagePage(messages=_slice_rows(rows, first, end), total=found[1])
 
     def search_messages(
         self,
