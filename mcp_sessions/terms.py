@@ -8,10 +8,12 @@ import json
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
+
+from . import pandas_absent  # noqa: F401  (before any query: see that module)
 
 # A word, or words joined by dots (versions like 1.5.5, names like file.py); \w holds "_", so
 # update_last is one token. Everything else, control characters included, separates tokens.
@@ -161,22 +163,40 @@ class Analyzer:
         return out
 
     def _terms(self, text: str, *, query: bool) -> list[str]:
-        """Every term of text in order, repeats kept; tokens seen before cost a dict lookup."""
+        """Every term of text in order, repeats kept."""
+        return self._terms_many([text], query=query)[0]
+
+    def _terms_many(self, texts: Sequence[str], *, query: bool) -> list[list[str]]:
+        """Every term of each text in order, repeats kept; tokens seen before cost a dict lookup, and the
+        new tokens of all the texts are stemmed together (one DuckDB call, not one per text)."""
         cache = self._query_cache if query else self._document_cache
-        tokens = _TOKEN.findall(text)
-        # A local view, so another thread clearing the shared cache cannot pull a token from under us.
-        known = {t: cache.get(t) for t in set(tokens)}
-        missing = [t for t, terms in known.items() if terms is None]
+        token_lists = [_TOKEN.findall(text) for text in texts]
+        missing = {token for tokens in token_lists for token in tokens if token not in cache}
+        fresh: dict[str, tuple[str, ...]] = {}
         if missing:
             raw = {t: self._raw_token_terms(t, query=query) for t in missing}
             stems = self._stemmer.stem_all((term, lang) for terms in raw.values() for term, lang in terms if lang)
-            if len(cache) + len(raw) > _TOKEN_CACHE_MAX:
+            fresh = {
+                token: tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
+                for token, terms in raw.items()
+            }
+            if len(cache) + len(fresh) > _TOKEN_CACHE_MAX:
                 cache.clear()
-            for token, terms in raw.items():
-                known[token] = cache[token] = tuple(
-                    term if lang is None else stems[(term, lang)] for term, lang in terms
-                )
-        return [term for token in tokens for term in known[token] or ()]
+            cache.update(fresh)
+        get = cache.get
+
+        def terms_of(token: str) -> tuple[str, ...]:
+            found = get(token)
+            if found is None:
+                # Another thread may have cleared the shared cache meanwhile: this call's own results.
+                found = fresh.get(token)
+            if found is None:
+                terms = self._raw_token_terms(token, query=query)
+                stems = self._stemmer.stem_all((term, lang) for term, lang in terms if lang)
+                found = tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
+            return found
+
+        return [[term for token in tokens for term in (get(token) or terms_of(token))] for tokens in token_lists]
 
     @staticmethod
     def _unspaced_terms(run: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
@@ -201,6 +221,10 @@ class Analyzer:
     def document_terms(self, text: str) -> list[str]:
         """Every term of a message, repeats kept (term frequency counts them)."""
         return self._terms(text, query=False)
+
+    def document_terms_many(self, texts: Sequence[str]) -> list[list[str]]:
+        """document_terms of each text, in one pass."""
+        return self._terms_many(texts, query=False)
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""

@@ -30,7 +30,7 @@ from ..models import (
     SessionState,
     TimestampedMessage,
 )
-from ..terms import Analyzer, make_snippet, term_id
+from ..terms import Analyzer, make_snippet
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
 from .params import rows_param, rows_sql
@@ -140,6 +140,14 @@ def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
     # and CHECKPOINT fails while any other cursor has a transaction open: our checkpoints never ran.
     rows = cur.execute(sql, params).fetchall()
     return rows[0] if rows else None
+
+
+class _Indexed(NamedTuple):
+    """A message's postings, ready to store: its term count, its terms text, and its distinct term ids."""
+
+    dl: int
+    text: str
+    tids: list[int]
 
 
 class _Slot(NamedTuple):
@@ -484,18 +492,21 @@ class DuckDBSessionBackend(SessionBackend):
         assert row is not None
         return row[0]
 
+    def _index(self, contents: Sequence[str]) -> list[_Indexed]:
+        """Each text's terms: pure Python, done before taking the write lock."""
+        return [_Indexed(len(terms), *terms_text(terms)) for terms in self._analyzer.document_terms_many(contents)]
+
     def _insert_messages(
-        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None]]
+        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None, _Indexed]]
     ) -> list[tuple[int, int]]:
-        """Insert (session_id, idx, role, content, created_at) rows, each with its postings (see m004);
+        """Insert (session_id, idx, role, content, created_at, indexed) rows, each with its postings (see m004);
         return each one's (id, term count)."""
         values: list[tuple[object, ...]] = []
-        for session_id, idx, role, content, created_at in rows:
-            counts = Counter(self._analyzer.document_terms(content))
+        for session_id, idx, role, content, created_at, indexed in rows:
             self._last_id += 1
-            values.append(
-                (self._last_id, session_id, idx, role, content, created_at, sum(counts.values()), self._terms(counts))
-            )
+            # Noted before the commit, under the write lock: see _recent_terms.
+            self._recent_terms.update(indexed.tids)
+            values.append((self._last_id, session_id, idx, role, content, created_at, indexed.dl, indexed.text))
         if len(values) == 1:
             pos = int(values[0][1]) * _POS + int(values[0][2])  # type: ignore[call-overload]
             cur.execute(f"{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]])
@@ -524,12 +535,6 @@ class DuckDBSessionBackend(SessionBackend):
             # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
             cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {_IDS}", [rows_param(id=merged)])
         return len(ids)
-
-    def _terms(self, counts: Counter[str]) -> str:
-        """The message's terms text, its term ids noted as recent first (see _recent_terms)."""
-        pairs = [(term_id(term), tf) for term, tf in counts.items()]
-        self._recent_terms.update(tid for tid, _ in pairs)
-        return terms_text(pairs)
 
     def _add_dead(self, ids: list[int]) -> None:
         if self._dead_ids is not None:
@@ -595,13 +600,14 @@ class DuckDBSessionBackend(SessionBackend):
 
     def update_last(self, session_key: str, message: ChatMessage) -> bool:
         self.check_message(message)
+        (indexed,) = self._index([message.content])
         with self._write() as cur:
             slot = self._slot(cur, session_key, last=True)
             if slot is None or slot.count == 0:
                 return False
             now = _now()
-            counts = Counter(self._analyzer.document_terms(message.content))
-            dl = sum(counts.values())
+            dl = indexed.dl
+            self._recent_terms.update(indexed.tids)  # before the commit: see _recent_terms
             rewritten = 0
             if slot.last_id is not None and slot.last_id > self._merged_upto:
                 # Its postings are in its own row: rewrite the row in place (text columns update in place).
@@ -615,7 +621,7 @@ class DuckDBSessionBackend(SessionBackend):
                         message.content,
                         now,
                         dl,
-                        self._terms(counts),
+                        indexed.text,
                         slot.last_id,
                         slot.session_id * _POS + slot.count - 1,
                     ],
@@ -628,7 +634,7 @@ class DuckDBSessionBackend(SessionBackend):
                 # Merged postings are masked by id: the new text is a new message in the same place.
                 self._kill(cur, "pos = ?", [slot.session_id * _POS + slot.count - 1])
                 added = self._insert_messages(
-                    cur, [(slot.session_id, slot.count - 1, message.role, message.content, now)]
+                    cur, [(slot.session_id, slot.count - 1, message.role, message.content, now, indexed)]
                 )
                 updated = _Slot(slot.session_id, slot.count, *added[0])
             cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [now, slot.session_id])
@@ -668,7 +674,10 @@ class DuckDBSessionBackend(SessionBackend):
             removed = len(rows) - len(kept)
             if removed:
                 self._kill(cur, "pos >= ? AND pos < ?", self._session_range(session_id))
-                self._insert_messages(cur, [(session_id, i, *row) for i, row in enumerate(kept)])
+                indexed = self._index([row[1] for row in kept])
+                self._insert_messages(
+                    cur, [(session_id, i, *row, ix) for i, (row, ix) in enumerate(zip(kept, indexed, strict=True))]
+                )
                 cur.execute(
                     "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
                     [len(kept), _now(), session_id],
@@ -846,8 +855,9 @@ class DuckDBSessionBackend(SessionBackend):
                     self._record_imports(cur, marks, _now())
             return {}
         added = Counter(key for key, _ in batch)
-        now = _now()
+        indexed = self._index([message.content for _, message in batch])
         with self._write() as cur:
+            now = _now()
             if len(added) == 1:
                 # The common case, one message to a session the writer knows: one UPDATE and one INSERT.
                 key = batch[0][0]
@@ -869,12 +879,12 @@ class DuckDBSessionBackend(SessionBackend):
                     [rows_param(key=new, added=(added[k] for k in new), now=[now] * len(new))],
                 ).fetchall()
                 slots.update((key, (session_id, 0)) for key, session_id in created)
-            rows: list[tuple[int, int, str, str, str | None]] = []
+            rows: list[tuple[int, int, str, str, str | None, _Indexed]] = []
             lasts: dict[int, tuple[int, int]] = {}  # session id -> (id, term count) of its last new message
-            for key, message in batch:
+            for (key, message), index in zip(batch, indexed, strict=True):
                 session_id, idx = slots[key]
                 slots[key] = (session_id, idx + 1)
-                rows.append((session_id, idx, message.role, message.content, now))
+                rows.append((session_id, idx, message.role, message.content, now, index))
                 # Bounded statements keep a big import's memory flat; the transaction stays one.
                 if len(rows) == _INSERT_CHUNK:
                     lasts.update(zip((r[0] for r in rows), self._insert_messages(cur, rows), strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -56,9 +57,20 @@ def index_messages(
 # " <term id>:<count> <term id>:<count> ", the spaces making " <id>:" match whole ids only.
 
 
-def terms_text(pairs: Iterable[tuple[int, int]]) -> str:
-    """A message's (term id, count) pairs as messages.terms holds them."""
-    return " " + "".join(f"{tid}:{tf} " for tid, tf in pairs)
+def terms_text(terms: list[str]) -> tuple[str, list[int]]:
+    """A message's terms (repeats kept) as messages.terms holds them, and their distinct ids."""
+    counts = Counter(terms)
+    keyed = [_keyed(term) for term in counts]
+    return " " + "".join([f"{key}{tf} " for (_, key), tf in zip(keyed, counts.values(), strict=True)]), [
+        k[0] for k in keyed
+    ]
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _keyed(term: str) -> tuple[int, str]:
+    """The term's id, and its "<id>:" prefix in a terms text."""
+    tid = term_id(term)
+    return tid, f"{tid}:"
 
 
 def parse_terms_text(text: str | None) -> list[tuple[int, int]]:
