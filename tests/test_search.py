@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 import unicodedata
@@ -42,6 +43,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setattr(search_module, "PYTHON_SCORING_MAX", -1)
     if postings == "merged":
         monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
+        monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
     store = DuckDBSessionBackend(":memory:")
     yield store
     store.close()
@@ -152,6 +154,7 @@ def test_visibility_holds_after_optimize(backend: DuckDBSessionBackend) -> None:
 
 def test_visibility_holds_across_merges_of_recent_postings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
+    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
     path = tmp_path / "merge.duckdb"
     live: dict[str, tuple[str, int]] = {}
     dead: list[str] = []
@@ -633,3 +636,43 @@ def test_hit_index_loads_the_message(backend: DuckDBSessionBackend) -> None:
         assert message.role == hit.role
         assert message.created_at == hit.created_at
     assert sorted(h.index for h in backend.search_messages("needle")) == [4, 17, 29]
+
+
+def test_searches_find_every_message_while_merges_run_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small merges, on the merging thread, racing appends and searches from two more threads.
+    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 5)
+    with DuckDBSessionBackend(tmp_path / "bg.duckdb") as backend:
+        errors: list[str] = []
+        written: list[int] = []
+
+        def write() -> None:
+            for i in range(300):
+                backend.append(f"s{i % 4}", msg(f"shared word{i}"))
+                written.append(i)
+
+        def search() -> None:
+            while len(written) < 300:
+                done = len(written)
+                found = {h.snippet for h in backend.search_messages("shared", limit=None)}
+                if len(found) < done:
+                    errors.append(f"{len(found)} found after {done} appends returned")
+                for i in written[-3:]:
+                    if not hits(backend, f"word{i}"):
+                        errors.append(f"word{i} not found after its append returned")
+
+        threads = [threading.Thread(target=write), threading.Thread(target=search)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert backend._merger is not None
+        backend._merge_wanted.set()
+        deadline = time.monotonic() + 10
+        while backend._last_id - backend._merged_upto >= 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert backend._merged_upto >= 295
+        assert len(backend.search_messages("shared", limit=None)) == 300
+        assert len(backend.search(SessionQuery(keyword="shared", limit=10))) == 4

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 
@@ -54,6 +54,8 @@ _INSERT_CHUNK = 2_000
 # Messages written since the last merge keep their postings in their own rows (see m004); once there are
 # this many, a merge moves them into the term-sorted table. Search scans these rows' term lists.
 MERGE_MESSAGES = 2_000
+# Merges run on a thread of their own (see _merge_loop); tests may switch it off to merge in the write.
+MERGE_IN_BACKGROUND = True
 # Ids of removed messages whose merged postings are masked, kept in memory up to this many.
 _DEAD_IDS_MAX = 100_000
 # Sessions whose (id, message count) the writer remembers, so an append to one reads nothing first.
@@ -142,6 +144,9 @@ def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
     return rows[0] if rows else None
 
 
+_T = TypeVar("_T")
+
+
 class _Indexed(NamedTuple):
     """A message's postings, ready to store: its term count, its terms text, and its distinct term ids."""
 
@@ -194,6 +199,10 @@ class DuckDBSessionBackend(SessionBackend):
         self._closed = False
         # session key -> (id, message count) as last committed; read and written under the write lock only.
         self._slots: dict[str, _Slot] = {}
+        self._merger: threading.Thread | None = None
+        # Even while no merge is moving the boundary between merged and recent postings (see _search).
+        self._index_seq = 0
+        self._merge_wanted = threading.Event()
         # session id -> key, for search hits (see _session_keys).
         self._keys: dict[int, str] = {}
         if self.read_only:
@@ -320,7 +329,10 @@ class DuckDBSessionBackend(SessionBackend):
         self._writes_since_check += 1
         try:
             if self._last_id - self._merged_upto >= MERGE_MESSAGES:
-                self._merge_recent(cur)
+                if MERGE_IN_BACKGROUND:
+                    self._request_merge()
+                else:
+                    self._merge_recent(cur)
             if self._writes_since_check < 64:
                 return
             self._writes_since_check = 0
@@ -331,9 +343,33 @@ class DuckDBSessionBackend(SessionBackend):
             # The write before this is already durable in the log; upkeep retries on a later write.
             log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
 
+    def _request_merge(self) -> None:
+        """Wake the merging thread (started on first need): the write that asked returns at once."""
+        with self._cursors_lock:
+            if self._merger is None:
+                self._merger = threading.Thread(target=self._merge_loop, name="mcp-sessions-merge", daemon=True)
+                self._merger.start()
+        self._merge_wanted.set()
+
+    def _merge_loop(self) -> None:
+        # Merges run here, under the write lock like any write, while the caller that asked for one (a
+        # bulk import analysing its next batch, say) goes on: the sort runs in DuckDB, off the GIL.
+        while True:
+            self._merge_wanted.wait()
+            self._merge_wanted.clear()
+            with self._write_lock:
+                if self._closed:
+                    return
+                try:
+                    if self._last_id - self._merged_upto >= MERGE_MESSAGES:
+                        self._merge_recent(self._cursor())
+                except Exception as exc:  # noqa: BLE001 - a merge is retried by the next write that asks
+                    log.warning("merging recent postings failed (searches still see them): %s", exc)
+
     def _merge_recent(self, cur: duckdb.DuckDBPyConnection) -> None:
         """Move the postings of messages written since the last merge into the term-sorted table, as one sorted run."""
         upto = self._last_id
+        self._index_seq += 1  # odd while the boundary moves: see _search
         cur.begin()
         try:
             bounds = [self._merged_upto, upto]
@@ -342,10 +378,12 @@ class DuckDBSessionBackend(SessionBackend):
             cur.execute("UPDATE messages SET terms = NULL WHERE id > ? AND id <= ?", bounds)
             cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
             cur.commit()
+            self._set_index_state(upto)
         except BaseException:
             cur.rollback()
             raise
-        self._set_index_state(upto)
+        finally:
+            self._index_seq += 1
 
     def _set_index_state(self, merged_upto: int, *, purged: bool = False) -> None:
         """After a merge or an optimize commits. A search reads the boundary before its snapshot, and takes
@@ -371,6 +409,15 @@ class DuckDBSessionBackend(SessionBackend):
 
     def optimize(self) -> None:
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
+        with self._write_lock:
+            self._index_seq += 1  # odd while the boundary moves: see _search
+            try:
+                self._optimize()
+            finally:
+                self._index_seq += 1
+        self._checkpoint()
+
+    def _optimize(self) -> None:
         with self._write() as cur:
             upto = self._last_id
             cur.execute(
@@ -388,7 +435,6 @@ class DuckDBSessionBackend(SessionBackend):
             cur.execute("DELETE FROM _dead_messages")
             cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
             self._after_commit.append(lambda: self._set_index_state(upto, purged=True))
-        self._checkpoint()
 
     def _checkpoint(self) -> None:
         """Fold the write-ahead log into the file; on failure the log keeps every write, and a later try folds it."""
@@ -428,6 +474,9 @@ class DuckDBSessionBackend(SessionBackend):
         if self._closed:
             return
         self._closed = True
+        self._merge_wanted.set()
+        if self._merger is not None and self._merger is not threading.current_thread():
+            self._merger.join()
         with self._write_lock:
             # Cursors first: DuckDB refuses a checkpoint while another connection keeps a transaction.
             with self._cursors_lock:
@@ -710,8 +759,7 @@ class DuckDBSessionBackend(SessionBackend):
         terms = self._analyzer.query_terms(keyword)
         if not terms:
             return []
-        cur, corpus = self._search_start()
-        best = score_sessions(cur, terms, corpus, agent_alias, query.limit)
+        cur, best = self._search(lambda cur, corpus: score_sessions(cur, terms, corpus, agent_alias, query.limit))
         if not best:
             return []
         rows = cur.execute(
@@ -720,6 +768,21 @@ class DuckDBSessionBackend(SessionBackend):
         # Best message first; ties go to the more recent session (last_activity, then the later id).
         rows.sort(key=lambda row: (best[row[0]], row[4], row[0]), reverse=True)
         return [_meta(row[1:]) for row in rows[: query.limit]]
+
+    def _search(self, score: Callable[[duckdb.DuckDBPyConnection, Corpus], _T]) -> tuple[duckdb.DuckDBPyConnection, _T]:
+        """Run a scoring that no merge overlapped. Its statements read their own snapshots and take postings
+        by the merge boundary read first (see search._branches); a merge committing meanwhile (it also clears
+        the merged messages' terms text) could hide messages from it, so such a run is done again."""
+        for _ in range(5):
+            seq = self._index_seq
+            if seq % 2 == 0:
+                cur, corpus = self._search_start()
+                result = score(cur, corpus)
+                if self._index_seq == seq:
+                    return cur, result
+        with self._write_lock:  # merges keep turning up: hold them off (they take this lock) for one run
+            cur, corpus = self._search_start()
+            return cur, score(cur, corpus)
 
     def _search_start(self) -> tuple[duckdb.DuckDBPyConnection, Corpus]:
         """A cursor and what scoring needs. The merge boundary is read before any statement of the search
@@ -952,8 +1015,7 @@ class DuckDBSessionBackend(SessionBackend):
         if not terms:
             return []
         filters = Filters(session_key=session_key, agent_alias=agent_alias, role=role, since=since, until=until)
-        cur, corpus = self._search_start()
-        ranked = score_messages(cur, terms, corpus, filters, limit)
+        cur, ranked = self._search(lambda cur, corpus: score_messages(cur, terms, corpus, filters, limit))
         rows = fetch_messages(cur, [message_id for message_id, _, _ in ranked])
         keys = self._session_keys(cur, (row[4] for row in rows.values()))
         wanted = set(terms)
