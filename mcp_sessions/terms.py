@@ -8,7 +8,7 @@ import json
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -167,8 +167,15 @@ class Analyzer:
         return self._terms_many([text], query=query)[0]
 
     def _terms_many(self, texts: Sequence[str], *, query: bool) -> list[list[str]]:
-        """Every term of each text in order, repeats kept; tokens seen before cost a dict lookup, and the
-        new tokens of all the texts are stemmed together (one DuckDB call, not one per text)."""
+        """Every term of each text in order, repeats kept."""
+        token_lists, terms_of = self._tokens_many(texts, query=query)
+        return [[term for token in tokens for term in terms_of(token)] for tokens in token_lists]
+
+    def _tokens_many(
+        self, texts: Sequence[str], *, query: bool
+    ) -> tuple[list[list[str]], Callable[[str], tuple[str, ...]]]:
+        """The tokens of each text, and a function giving any of them its terms. Tokens seen before cost a
+        dict lookup; the new tokens of all the texts are stemmed together (one DuckDB call, not one per text)."""
         cache = self._query_cache if query else self._document_cache
         token_lists = [_TOKEN.findall(text) for text in texts]
         missing = {token for tokens in token_lists for token in tokens if token not in cache}
@@ -187,6 +194,8 @@ class Analyzer:
 
         def terms_of(token: str) -> tuple[str, ...]:
             found = get(token)
+            if found is not None:
+                return found
             if found is None:
                 # Another thread may have cleared the shared cache meanwhile: this call's own results.
                 found = fresh.get(token)
@@ -196,7 +205,7 @@ class Analyzer:
                 found = tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
             return found
 
-        return [[term for token in tokens for term in (get(token) or terms_of(token))] for tokens in token_lists]
+        return token_lists, terms_of
 
     @staticmethod
     def _unspaced_terms(run: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
@@ -222,9 +231,10 @@ class Analyzer:
         """Every term of a message, repeats kept (term frequency counts them)."""
         return self._terms(text, query=False)
 
-    def document_terms_many(self, texts: Sequence[str]) -> list[list[str]]:
-        """document_terms of each text, in one pass."""
-        return self._terms_many(texts, query=False)
+    def document_tokens_many(self, texts: Sequence[str]) -> tuple[list[list[str]], Callable[[str], tuple[str, ...]]]:
+        """The tokens of each text and the function giving a token its terms: document_terms of many texts,
+        for callers that count tokens before terms (a repeated token repeats its terms)."""
+        return self._tokens_many(texts, query=False)
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""

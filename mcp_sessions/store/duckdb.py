@@ -34,7 +34,7 @@ from ..terms import Analyzer, make_snippet
 from .errors import StoreLocked, StoreReadOnly
 from .migrations import migrate, pending
 from .params import rows_param, rows_sql
-from .postings import parse_terms_text, terms_text, unnested_sql
+from .postings import index_texts, parse_terms_text, unnested_sql
 from .search import Corpus, Filters, fetch_messages, score_messages, score_sessions
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,10 @@ _T = TypeVar("_T")
 
 
 class _Indexed(NamedTuple):
-    """A message's postings, ready to store: its term count, its terms text, and its distinct term ids."""
+    """A message's postings, ready to store: its term count and its terms text (see m004)."""
 
     dl: int
     text: str
-    tids: list[int]
 
 
 class _Slot(NamedTuple):
@@ -227,11 +226,9 @@ class DuckDBSessionBackend(SessionBackend):
         dead = [row[0] for row in _rows(self._db, f"SELECT message_id FROM _dead_messages LIMIT {_DEAD_IDS_MAX + 1}")]
         self._any_dead = bool(dead)
         self._dead_ids: set[int] | None = set(dead) if len(dead) <= _DEAD_IDS_MAX else None
-        self._recent_terms: set[int] = {
-            tid
-            for (text,) in _rows(self._db, "SELECT terms FROM messages WHERE id > ?", [self._merged_upto])
-            for tid, _ in parse_terms_text(text)
-        }
+        self._recent_terms: set[int] = set()
+        for (text,) in _rows(self._db, "SELECT terms FROM messages WHERE id > ?", [self._merged_upto]):
+            self._recent_terms |= parse_terms_text(text)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         memory = self.path == ":memory:"
@@ -541,9 +538,10 @@ class DuckDBSessionBackend(SessionBackend):
         assert row is not None
         return row[0]
 
-    def _index(self, contents: Sequence[str]) -> list[_Indexed]:
+    def _index(self, contents: Sequence[str]) -> tuple[list[_Indexed], set[int]]:
         """Each text's terms: pure Python, done before taking the write lock."""
-        return [_Indexed(len(terms), *terms_text(terms)) for terms in self._analyzer.document_terms_many(contents)]
+        rows, tids = index_texts(self._analyzer, contents)
+        return [_Indexed(*row) for row in rows], tids
 
     def _insert_messages(
         self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None, _Indexed]]
@@ -553,8 +551,6 @@ class DuckDBSessionBackend(SessionBackend):
         values: list[tuple[object, ...]] = []
         for session_id, idx, role, content, created_at, indexed in rows:
             self._last_id += 1
-            # Noted before the commit, under the write lock: see _recent_terms.
-            self._recent_terms.update(indexed.tids)
             values.append((self._last_id, session_id, idx, role, content, created_at, indexed.dl, indexed.text))
         if len(values) == 1:
             pos = int(values[0][1]) * _POS + int(values[0][2])  # type: ignore[call-overload]
@@ -649,14 +645,14 @@ class DuckDBSessionBackend(SessionBackend):
 
     def update_last(self, session_key: str, message: ChatMessage) -> bool:
         self.check_message(message)
-        (indexed,) = self._index([message.content])
+        (indexed,), tids = self._index([message.content])
         with self._write() as cur:
             slot = self._slot(cur, session_key, last=True)
             if slot is None or slot.count == 0:
                 return False
             now = _now()
             dl = indexed.dl
-            self._recent_terms.update(indexed.tids)  # before the commit: see _recent_terms
+            self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
             rewritten = 0
             if slot.last_id is not None and slot.last_id > self._merged_upto:
                 # Its postings are in its own row: rewrite the row in place (text columns update in place).
@@ -723,7 +719,8 @@ class DuckDBSessionBackend(SessionBackend):
             removed = len(rows) - len(kept)
             if removed:
                 self._kill(cur, "pos >= ? AND pos < ?", self._session_range(session_id))
-                indexed = self._index([row[1] for row in kept])
+                indexed, tids = self._index([row[1] for row in kept])
+                self._recent_terms.update(tids)  # before the commit: see _recent_terms
                 self._insert_messages(
                     cur, [(session_id, i, *row, ix) for i, (row, ix) in enumerate(zip(kept, indexed, strict=True))]
                 )
@@ -918,8 +915,9 @@ class DuckDBSessionBackend(SessionBackend):
                     self._record_imports(cur, marks, _now())
             return {}
         added = Counter(key for key, _ in batch)
-        indexed = self._index([message.content for _, message in batch])
+        indexed, tids = self._index([message.content for _, message in batch])
         with self._write() as cur:
+            self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
             now = _now()
             if len(added) == 1:
                 # The common case, one message to a session the writer knows: one UPDATE and one INSERT.

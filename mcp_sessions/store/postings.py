@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import duckdb
 
@@ -53,46 +52,64 @@ def index_messages(
     return lengths
 
 
-# Postings of messages written since the last merge live in messages.terms (see m004) as text:
-# " <term id>:<count> <term id>:<count> ", the spaces making " <id>:" match whole ids only.
+# Postings of messages written since the last merge live in messages.terms (see m004) as text: " <term id> "
+# once per occurrence (" 12  -7  12 "), the spaces making " <id> " match whole ids only.
 
 
-def terms_text(terms: list[str]) -> tuple[str, list[int]]:
-    """A message's terms (repeats kept) as messages.terms holds them, and their distinct ids."""
-    counts = Counter(terms)
-    keyed = [_keyed(term) for term in counts]
-    return " " + "".join([f"{key}{tf} " for (_, key), tf in zip(keyed, counts.values(), strict=True)]), [
-        k[0] for k in keyed
-    ]
+def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[int, str]], set[int]]:
+    """Each text's (term count, terms text as messages.terms holds it), and the ids of all their terms.
+
+    A terms text holds one " <term id> " per occurrence, so counting is left to SQL (see tf_sql, unnested_sql):
+    here a message costs a lookup per token and one join."""
+    token_lists, terms_of = analyzer.document_tokens_many(texts)
+    rows: list[tuple[int, str]] = []
+    for tokens in token_lists:
+        keys = [key for token in tokens for key in (_KEYS.get(token) or _keyed(token, terms_of)[0])]
+        rows.append((len(keys), " " + "  ".join(keys) + " "))
+    tids = {tid for token in set().union(*token_lists) for tid in _keyed(token, terms_of)[1]}
+    return rows, tids
 
 
-@functools.lru_cache(maxsize=1 << 20)
-def _keyed(term: str) -> tuple[int, str]:
-    """The term's id, and its "<id>:" prefix in a terms text."""
-    tid = term_id(term)
-    return tid, f"{tid}:"
+# Per token: its terms' ids as text and as ints. Analyzers differ only in their stem cache, not in their rules.
+_KEYS: dict[str, tuple[str, ...]] = {}
+_IDS: dict[str, tuple[int, ...]] = {}
+_KEYED_MAX = 500_000
 
 
-def parse_terms_text(text: str | None) -> list[tuple[int, int]]:
-    """The (term id, count) pairs of a terms text; none for NULL."""
-    return [(int(tid), int(tf)) for tid, _, tf in (p.partition(":") for p in (text or "").split())]
+def _keyed(token: str, terms_of: Callable[[str], tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    keys, ids = _KEYS.get(token), _IDS.get(token)
+    if keys is None or ids is None:
+        ids = tuple(term_id(term) for term in terms_of(token))
+        keys = tuple(str(tid) for tid in ids)
+        if len(_KEYS) >= _KEYED_MAX:
+            _KEYS.clear()
+            _IDS.clear()
+        _IDS[token] = ids
+        _KEYS[token] = keys
+    return keys, ids
+
+
+def parse_terms_text(text: str | None) -> set[int]:
+    """The term ids of a terms text; none for NULL."""
+    return {int(key) for key in (text or "").split()}
 
 
 def holds_sql(tid: int) -> str:
     """SQL true when a message's terms text holds the term id (our own int, written into the SQL)."""
-    return f"contains(terms, ' {int(tid)}:')"
+    return f"contains(terms, ' {int(tid)} ')"
 
 
 def tf_sql(tid: int) -> str:
     """SQL for the term's count in a message's terms text, NULL where it does not hold the term."""
-    return f"TRY_CAST(split_part(split_part(terms, ' {int(tid)}:', 2), ' ', 1) AS INTEGER)"
+    key = f"' {int(tid)} '"
+    return f"nullif((length(terms) - length(replace(terms, {key}, ''))) // length({key}), 0)::INTEGER"
 
 
 def unnested_sql(where: str) -> str:
     """SQL for the (term, message_id, session_id, tf, dl) postings held in the terms text of messages matching where."""
     return (
-        "SELECT CAST(split_part(p, ':', 1) AS BIGINT) AS term, id AS message_id, session_id,"
-        " CAST(split_part(p, ':', 2) AS INTEGER) AS tf, dl"
-        f" FROM (SELECT id, session_id, dl, unnest(string_split(trim(terms), ' ')) AS p FROM messages WHERE {where})"
-        " WHERE p <> ''"
+        "SELECT CAST(p AS BIGINT) AS term, id AS message_id, any_value(session_id) AS session_id,"
+        " count(*)::INTEGER AS tf, any_value(dl) AS dl"
+        f" FROM (SELECT id, session_id, dl, unnest(string_split(terms, ' ')) AS p FROM messages WHERE {where})"
+        " WHERE p <> '' GROUP BY p, id"
     )
