@@ -71,8 +71,11 @@ async def test_three_servers_share_one_file_and_survive_the_holder_being_killed(
                 ok, loaded = await call(first, "load", {"session_key": "mixed"})
                 assert ok and isinstance(loaded, dict) and loaded["total"] == 2
 
+                rounds_done = [0]
+
                 async def writer(name: str, client: Client, rounds: int) -> None:
                     for i in range(1, rounds + 1):
+                        rounds_done[0] += 1
                         for key in (name, "mixed"):
                             content = f"{name}-{i}"
                             ok, result = await call(client, "append", {"session_key": key, "message": message(content)})
@@ -86,7 +89,9 @@ async def test_three_servers_share_one_file_and_survive_the_holder_being_killed(
                             failures.append(f"{name} search")
 
                 async def killer() -> None:
-                    await anyio.sleep(1.0)
+                    # Mid-stream whatever the speed: after a quarter of the writers' rounds.
+                    while rounds_done[0] < 20:
+                        await anyio.sleep(0.005)
                     os.kill(holder, signal.SIGKILL)
 
                 async with anyio.create_task_group() as tasks:
