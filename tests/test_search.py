@@ -676,3 +676,15 @@ def test_searches_find_every_message_while_merges_run_in_the_background(
         assert backend._merged_upto >= 295
         assert len(backend.search_messages("shared", limit=None)) == 300
         assert len(backend.search(SessionQuery(keyword="shared", limit=10))) == 4
+
+
+def test_a_word_said_more_often_ranks_higher_in_every_postings_place(backend: DuckDBSessionBackend) -> None:
+    # Same length, so only the term's count differs; a long text counts its tokens before writing them.
+    backend.append("once", msg("alpha beta gamma delta"))
+    backend.append("thrice", msg("alpha alpha alpha beta"))
+    backend.append("long", msg("epsilon " * 3000 + "alpha"))
+    assert [h.session_key for h in backend.search_messages("alpha")][:2] == ["thrice", "once"]
+    assert hits(backend, "epsilon") == [("long", 0)]
+    with backend._write_lock:
+        (length,) = backend._cursor().execute("SELECT max(length(coalesce(terms, ''))) FROM messages").fetchone()
+    assert length < 200, "a repeated word is written once with its count"

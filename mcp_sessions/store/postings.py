@@ -52,64 +52,79 @@ def index_messages(
     return lengths
 
 
-# Postings of messages written since the last merge live in messages.terms (see m004) as text: " <term id> "
-# once per occurrence (" 12  -7  12 "), the spaces making " <id> " match whole ids only.
+# Postings of messages written since the last merge live in messages.terms (see m004) as text:
+# " <term id>:<count> <term id>:<count> ", the spaces making " <id>:" match whole ids only. A term may be
+# listed more than once (two tokens stemming alike): its counts add up.
 
 
 def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[int, str]], set[int]]:
     """Each text's (term count, terms text as messages.terms holds it), and the ids of all their terms.
 
-    A terms text holds one " <term id> " per occurrence, so counting is left to SQL (see tf_sql, unnested_sql):
-    here a message costs a lookup per token and one join."""
+    A chat-sized text lists each occurrence as "<id>:1" (a lookup per token and one join, the cheapest in
+    Python); a long one counts its tokens first, so a text repeating words stays short."""
     token_lists, terms_of = analyzer.document_tokens_many(texts)
     rows: list[tuple[int, str]] = []
     for tokens in token_lists:
-        keys = [key for token in tokens for key in (_KEYS.get(token) or _keyed(token, terms_of)[0])]
-        rows.append((len(keys), " " + "  ".join(keys) + " "))
-    tids = {tid for token in set().union(*token_lists) for tid in _keyed(token, terms_of)[1]}
+        if len(tokens) <= _LISTED_MAX:
+            parts = [key for token in tokens for key in (_ONCE.get(token) or _keyed(token, terms_of)[0])]
+            rows.append((len(parts), " " + " ".join(parts) + " "))
+            continue
+        parts = []
+        dl = 0
+        for token, n in Counter(tokens).items():
+            prefixes = _keyed(token, terms_of)[1]
+            dl += n * len(prefixes)
+            parts += [f"{prefix}{n}" for prefix in prefixes]
+        rows.append((dl, " " + " ".join(parts) + " "))
+    tids = {tid for token in set().union(*token_lists) for tid in _keyed(token, terms_of)[2]}
     return rows, tids
 
 
-# Per token: its terms' ids as text and as ints. Analyzers differ only in their stem cache, not in their rules.
-_KEYS: dict[str, tuple[str, ...]] = {}
-_IDS: dict[str, tuple[int, ...]] = {}
+# Texts of up to this many tokens list every occurrence; longer ones are counted.
+_LISTED_MAX = 200
+# Per token: its terms as "<id>:1" (one occurrence), as "<id>:" prefixes, and as ids. Analyzers differ
+# only in their stem cache, not in their rules, so one table serves them all.
+_ONCE: dict[str, tuple[str, ...]] = {}
+_KEYED: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {}
 _KEYED_MAX = 500_000
 
 
-def _keyed(token: str, terms_of: Callable[[str], tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    keys, ids = _KEYS.get(token), _IDS.get(token)
-    if keys is None or ids is None:
+def _keyed(
+    token: str, terms_of: Callable[[str], tuple[str, ...]]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    keyed = _KEYED.get(token)
+    if keyed is None:
         ids = tuple(term_id(term) for term in terms_of(token))
-        keys = tuple(str(tid) for tid in ids)
-        if len(_KEYS) >= _KEYED_MAX:
-            _KEYS.clear()
-            _IDS.clear()
-        _IDS[token] = ids
-        _KEYS[token] = keys
-    return keys, ids
+        keyed = (tuple(f"{tid}:1" for tid in ids), tuple(f"{tid}:" for tid in ids), ids)
+        if len(_KEYED) >= _KEYED_MAX:
+            _KEYED.clear()
+            _ONCE.clear()
+        _KEYED[token] = keyed
+        _ONCE[token] = keyed[0]
+    return keyed
 
 
 def parse_terms_text(text: str | None) -> set[int]:
     """The term ids of a terms text; none for NULL."""
-    return {int(key) for key in (text or "").split()}
+    return {int(part.partition(":")[0]) for part in (text or "").split()}
 
 
 def holds_sql(tid: int) -> str:
     """SQL true when a message's terms text holds the term id (our own int, written into the SQL)."""
-    return f"contains(terms, ' {int(tid)} ')"
+    return f"contains(terms, ' {int(tid)}:')"
 
 
 def tf_sql(tid: int) -> str:
     """SQL for the term's count in a message's terms text, NULL where it does not hold the term."""
-    key = f"' {int(tid)} '"
-    return f"nullif((length(terms) - length(replace(terms, {key}, ''))) // length({key}), 0)::INTEGER"
+    counts = f"regexp_extract_all(terms, ' {int(tid)}:([0-9]+)', 1)"
+    return f"list_sum(list_transform({counts}, n -> n::INTEGER))::INTEGER"
 
 
 def unnested_sql(where: str) -> str:
     """SQL for the (term, message_id, session_id, tf, dl) postings held in the terms text of messages matching where."""
     return (
-        "SELECT CAST(p AS BIGINT) AS term, id AS message_id, any_value(session_id) AS session_id,"
-        " count(*)::INTEGER AS tf, any_value(dl) AS dl"
+        "SELECT CAST(split_part(p, ':', 1) AS BIGINT) AS term, id AS message_id, any_value(session_id) AS session_id,"
+        " sum(CAST(split_part(p, ':', 2) AS INTEGER))::INTEGER AS tf, any_value(dl) AS dl"
         f" FROM (SELECT id, session_id, dl, unnest(string_split(terms, ' ')) AS p FROM messages WHERE {where})"
-        " WHERE p <> '' GROUP BY p, id"
+        " WHERE p <> '' GROUP BY term, id"
     )
