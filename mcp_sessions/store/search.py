@@ -176,10 +176,16 @@ def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filt
     return _Plan(tids, idfs, corpus, where, params, fetched)
 
 
-def _score_in_python(plan: _Plan) -> list[Scored]:
-    """Every matching message scored from its fetched postings, with the formula of _scored_sql."""
-    assert plan.fetched is not None
+def _weights(plan: _Plan) -> tuple[list[float], float, float]:
+    """BM25 as relevance = sum over terms of w * tf / (tf + a + c * dl): (w per term, a, c)."""
     avgdl = max(plan.corpus.avgdl, 1.0)
+    return [idf * (K1 + 1) for idf in plan.idfs], K1 * (1 - B), K1 * B / avgdl
+
+
+def _score_in_python(plan: _Plan) -> list[Scored]:
+    """Every matching message scored from its fetched postings, with the formula of _ranked_sql."""
+    assert plan.fetched is not None
+    weights, a, c = _weights(plan)
     dead = plan.corpus.dead_ids if plan.corpus.any_dead else None
     found: dict[int, list[float]] = {}
     for k, message_id, session_id, tf, dl in plan.fetched:
@@ -187,24 +193,52 @@ def _score_in_python(plan: _Plan) -> list[Scored]:
             continue
         entry = found.setdefault(message_id, [session_id, 0, 0.0])
         entry[1] += 1
-        entry[2] += plan.idfs[k] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))
+        entry[2] += weights[k] * tf / (tf + a + c * dl)
     return [(mid, int(e[0]), _score(int(e[1]), e[2])) for mid, e in found.items()]
 
 
-def _scored_sql(plan: _Plan) -> str:
-    """SQL yielding (message_id, session_id, score) of every matching message: the same formula, in one aggregate."""
-    union = _branches(plan.tids, plan.corpus, [_literal(idf) for idf in plan.idfs], mask=True)
-    avgdl = max(plan.corpus.avgdl, 1.0)
-    relevance = (
-        f"idf * tf * {_literal(K1 + 1)} / (tf + {_literal(K1)} * ({_literal(1 - B)} + {_literal(B / avgdl)} * dl))"
+def _postings_sql(plan: _Plan) -> tuple[str, str]:
+    """FROM-clause text for the matching postings (w, message_id, session_id, tf, dl), and their relevance."""
+    weights, a, c = _weights(plan)
+    union = _branches(plan.tids, plan.corpus, [_literal(w) for w in weights], mask=True)
+    return f"({union}) AS p(w, message_id, session_id, tf, dl) {plan.where}", (
+        f"w * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
     )
-    single = len(plan.tids) == 1  # a message has one posting per term: nothing to group
-    words, total = ("1", relevance) if single else ("count(*)", f"sum({relevance})")
+
+
+def _scored_sql(plan: _Plan) -> str:
+    """SQL yielding (message_id, session_id, score) of every matching message, in no order."""
+    postings, relevance = _postings_sql(plan)
+    if len(plan.tids) == 1:  # one posting per message: nothing to group
+        return (
+            f"SELECT message_id, session_id, 1 + r / (1 + r) AS score FROM (SELECT *, {relevance} AS r FROM {postings})"
+        )
     return f"""
-        SELECT message_id, session_id,
-               {words} + greatest({total}, 0) / (1 + greatest({total}, 0)) AS score
-        FROM (SELECT * FROM ({union}) AS p(idf, message_id, session_id, tf, dl) {plan.where})
-        {"" if single else "GROUP BY message_id, session_id"}"""
+        SELECT message_id, session_id, words + r / (1 + r) AS score FROM (
+            SELECT message_id, session_id, count(*) AS words, sum({relevance}) AS r FROM {postings}
+            GROUP BY message_id, session_id)"""
+
+
+def _ranked_sql(plan: _Plan, limit: int | None) -> str:
+    """SQL yielding (message_id, session_id, score) of the best matching messages, best first."""
+    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
+    if len(plan.tids) == 1:
+        # Ranked by relevance itself (the score grows with it): the score is computed for the winners only.
+        postings, relevance = _postings_sql(plan)
+        return f"""
+            SELECT message_id, session_id, 1 + r / (1 + r) AS score FROM (
+                SELECT message_id, session_id, {relevance} AS r FROM {postings}
+                ORDER BY r DESC, message_id DESC {limit_sql})
+            ORDER BY score DESC, message_id DESC"""
+    return f"{_scored_sql(plan)} ORDER BY score DESC, message_id DESC {limit_sql}"
+
+
+def _ranked(cur: duckdb.DuckDBPyConnection, plan: _Plan, limit: int | None) -> list[Scored]:
+    if plan.fetched is not None:
+        ranked = sorted(_score_in_python(plan), key=lambda r: (r[2], r[0]), reverse=True)
+        return ranked if limit is None else ranked[:limit]
+    rows = cur.execute(_ranked_sql(plan, limit), plan.params).fetchall()
+    return [(m, s, float(score)) for m, s, score in rows]
 
 
 def score_messages(
@@ -212,14 +246,7 @@ def score_messages(
 ) -> list[Scored]:
     """The best messages for the terms, best first (ties: newest first), at most limit."""
     plan = _plan(cur, terms, corpus, filters)
-    if plan is None:
-        return []
-    if plan.fetched is not None:
-        ranked = sorted(_score_in_python(plan), key=lambda r: (r[2], r[0]), reverse=True)
-        return ranked if limit is None else ranked[:limit]
-    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
-    rows = cur.execute(f"{_scored_sql(plan)} ORDER BY score DESC, message_id DESC {limit_sql}", plan.params)
-    return [(m, s, float(score)) for m, s, score in rows.fetchall()]
+    return [] if plan is None else _ranked(cur, plan, limit)
 
 
 def score_sessions(
@@ -230,8 +257,8 @@ def score_sessions(
     plan = _plan(cur, terms, corpus, Filters(agent_alias=agent_alias))
     if plan is None:
         return {}
-    best: dict[int, float] = {}
     if plan.fetched is not None:
+        best: dict[int, float] = {}
         for _, session_id, score in _score_in_python(plan):
             best[session_id] = max(score, best.get(session_id, score))
         return best
