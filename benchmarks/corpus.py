@@ -59,8 +59,41 @@ update_last SessionBackend TokenBucket load_page max_content_bytes HTTPServer pa
 os.path.join README.md pyproject.toml getUserById retry_after_ms XMLHttpRequest append_many search_messages
 """.split()
 _STATUS_CODES = ("200", "201", "204", "301", "400", "401", "403", "404", "409", "429", "500", "502", "503", "504")
-_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "br", "cl", "dr",
-           "fl", "gr", "pl", "pr", "sh", "sl", "st", "th", "tr", "ch", "qu", "sp", "")
+_ONSETS = (
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "br",
+    "cl",
+    "dr",
+    "fl",
+    "gr",
+    "pl",
+    "pr",
+    "sh",
+    "sl",
+    "st",
+    "th",
+    "tr",
+    "ch",
+    "qu",
+    "sp",
+    "",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ea", "ai", "ou", "io", "ee")
 _CODAS = ("", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "rt", "ck", "x")
 

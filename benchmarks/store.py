@@ -111,12 +111,16 @@ def run_worker(
     generation_s: float,
     out: Path,
     import_batch: int | None = None,
+    phase: str = "build",
 ) -> dict[str, Any]:
-    """Build one store of size messages in folder, then time each operation; errors are recorded, not raised.
-
-    The result so far is rewritten to out after each step, so a worker stopped by the timeout still reports.
-    """
+    """phase "build": make one store of size messages in folder (import, optimize, close); phase "serve", in a
+    fresh process: open it and time each operation, so its peak RSS is a serving process's. Errors are
+    recorded, not raised; the result so far is rewritten to out after each step, so a worker stopped by the
+    timeout still reports."""
     corpus = Corpus(size)
+    path = folder / ("sessions.duckdb" if store == "duckdb" else "sessions.sqlite")
+    if phase == "serve":
+        return _serve(store, corpus, path, fast, searches, out, json.loads(out.read_text()))
     result: dict[str, Any] = {"store": store, "size": size, "ops": {}, "errors": {}, "checks": {}}
     result["source_digest"] = _source_digest()
 
@@ -126,7 +130,6 @@ def run_worker(
         print(f"  {store} {size:,}: {phase}", file=sys.stderr, flush=True)
 
     result["rss_before_open_mib"] = _peak_rss_mib()
-    path = folder / ("sessions.duckdb" if store == "duckdb" else "sessions.sqlite")
     try:
         backend = _open(store, path)
     except BaseException as exc:
@@ -157,9 +160,33 @@ def run_worker(
         result["optimize_s"] = time.perf_counter() - started
     except BaseException as exc:
         result["errors"]["optimize"] = _error(exc)
+    try:
+        backend.close()
+    except BaseException as exc:
+        result["errors"]["close after import"] = _error(exc)
     result["rss_after_import_mib"] = _peak_rss_mib()
     result["file_bytes_after_import"] = _folder_bytes(folder)
+    step("built")
+    return result
 
+
+def _serve(
+    store: str, corpus: Corpus, path: Path, fast: int, searches: int, out: Path, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Open the built store in this fresh process and time each operation."""
+
+    def step(phase: str) -> None:
+        result["phase"] = phase
+        out.write_text(json.dumps(result))
+        print(f"  {store} {corpus.size:,}: {phase}", file=sys.stderr, flush=True)
+
+    step("open to serve")
+    result["serve_rss_before_open_mib"] = _peak_rss_mib()
+    try:
+        backend = _open(store, path)
+    except BaseException as exc:
+        result["errors"]["open to serve"] = _error(exc)
+        return result
     rng = random.Random(7)
     regular = corpus.regular_sessions[:]
     rng.shuffle(regular)
@@ -209,13 +236,13 @@ def run_worker(
     except BaseException as exc:
         result["errors"]["checks"] = _error(exc)
 
+    result["peak_rss_mib"] = _peak_rss_mib()
     step("close")
     try:
         backend.close()
     except BaseException as exc:
         result["errors"]["close"] = _error(exc)
-    result["peak_rss_mib"] = _peak_rss_mib()
-    result["file_bytes"] = _folder_bytes(folder)
+    result["file_bytes"] = _folder_bytes(path.parent)
     step("done")
     return result
 
@@ -270,8 +297,8 @@ def table(results: dict[int, dict[str, dict[str, Any]]]) -> str:
             ("import (append_many), messages/s, generation excluded", "import_rate", 1.0),
             ("import wall time incl. generation, s", "import_s", 1.0),
             ("optimize() after import, s", "optimize_s", 1.0),
-            ("peak RSS after import + optimize, MiB", "rss_after_import_mib", 1.0),
-            ("peak RSS at end, MiB", "peak_rss_mib", 1.0),
+            ("peak RSS of the import process (import + optimize), MiB", "rss_after_import_mib", 1.0),
+            ("peak RSS serving (fresh process: open + every timed operation), MiB", "peak_rss_mib", 1.0),
             ("file size after import + optimize, MiB", "file_bytes_after_import", 1 / 2**20),
             ("file size at end (closed), MiB", "file_bytes", 1 / 2**20),
         )
@@ -351,30 +378,45 @@ def _spawn(
         if import_batch:
             command += ["--import-batch", str(import_batch)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        # stderr passes through (progress); the worker is watched so a limit ends it alone, by its pid.
-        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         deadline = None if timeout is None else time.monotonic() + timeout
-        stopped = ""
-        while (code := worker.poll()) is None:
-            rss_gib = _rss_kib(worker.pid) / 2**20
-            if rss_gib > max_rss_gib:
-                stopped = f"stopped: its RSS reached {rss_gib:.1f} GiB (limit {max_rss_gib:g} GiB)"
-            elif deadline is not None and time.monotonic() > deadline:
-                stopped = f"stopped by the {timeout:.0f} s timeout"
+        result: dict[str, Any] = {"ops": {}, "errors": {}}
+        # Built in one process, served from another: the serving process's peak RSS is its own.
+        for phase in ("build", "serve"):
+            stopped, code = _watch(command + ["--phase", phase], env, deadline, max_rss_gib, timeout)
+            result = json.loads(out.read_text()) if out.exists() else {"ops": {}, "errors": {}}
             if stopped:
-                worker.kill()
-                worker.wait()
+                result.setdefault("errors", {})[result.get("phase", "start")] = stopped
+            elif code != 0:
+                result.setdefault("errors", {})["worker"] = (
+                    f"exit status {code} in phase {result.get('phase', 'start')}"
+                )
+            if stopped or code != 0:
                 break
-            time.sleep(1)
-        result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"ops": {}, "errors": {}}
-        if stopped:
-            result.setdefault("errors", {})[result.get("phase", "start")] = stopped
-        elif code != 0:
-            result.setdefault("errors", {})["worker"] = f"exit status {code} in phase {result.get('phase', 'start')}"
         return result
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def _watch(
+    command: list[str], env: dict[str, str], deadline: float | None, max_rss_gib: float, timeout: float | None
+) -> tuple[str, int | None]:
+    """Run a worker to its end, or stop it at a limit (by its pid alone); return (why stopped, exit code)."""
+    # stderr passes through (progress).
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    while (code := worker.poll()) is None:
+        rss_gib = _rss_kib(worker.pid) / 2**20
+        stopped = ""
+        if rss_gib > max_rss_gib:
+            stopped = f"stopped: its RSS reached {rss_gib:.1f} GiB (limit {max_rss_gib:g} GiB)"
+        elif deadline is not None and time.monotonic() > deadline:
+            stopped = f"stopped by the {timeout:.0f} s timeout"
+        if stopped:
+            worker.kill()
+            worker.wait()
+            return stopped, None
+        time.sleep(0.2)
+    return "", code
 
 
 def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int) -> str:
@@ -399,7 +441,8 @@ def _header(args: argparse.Namespace, sizes: list[int], fast: int, searches: int
             f" {os.cpu_count()} CPUs, {platform.machine()}. Latencies in ms: median (p50) and p95 over"
             f" {fast} repetitions (searches {searches}) after {WARMUP} untimed calls; ratio = duckdb p50 / sqlite p50"
             " (below 1: DuckDB faster or smaller; for the import rate, above 1 is DuckDB faster)."
-            " Each store is built and measured in its own process, on disk in a temp folder."
+            " Each store is built (import, optimize, close) in one process and measured in a fresh one that reopens"
+            " the file, on disk in a temp folder."
             " DuckDB: append_many, then optimize(). SQLite: WAL, synchronous=NORMAL, external-content FTS5"
             " (porter unicode61) kept by triggers, import in one transaction, then FTS5 'optimize'."
             " The import rate subtracts the time generating the corpus takes on its own."
@@ -431,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-reps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generation-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("build", "serve"), default="build", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, help="stop a store's run after this many seconds, keep its results")
     parser.add_argument(
         "--import-batch", type=int, help="import in append_many calls of this many messages (default: one call)"
@@ -457,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
             args.generation_seconds,
             args.result,
             args.import_batch,
+            args.phase,
         )
         return
 
