@@ -709,3 +709,48 @@ def test_update_last_with_a_wrong_remembered_last_message_still_replaces_the_las
     assert [m.content for m in backend.load("k")] == ["first", "replaced"]
     assert [h.index for h in backend.search_messages("replaced")] == [1]
     assert backend.search_messages("second") == []
+
+
+# Bulk appends: chunk by chunk, each chunk indexed while the one before is inserted.
+
+
+def test_bulk_append_in_many_chunks_keeps_order_counts_and_search(
+    backend: DuckDBSessionBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcp_sessions.store.duckdb as store_module
+
+    monkeypatch.setattr(store_module, "_INSERT_CHUNK", 3)
+    backend.append("a", ChatMessage(role="user", content="before"))
+    batch = [(f"{'ab'[i % 2]}", ChatMessage(role="user", content=f"bulk{i} shared")) for i in range(20)]
+    assert backend.append_many(batch) == 20
+    assert [m.content for m in backend.load("a")] == ["before", *[f"bulk{i} shared" for i in range(0, 20, 2)]]
+    assert [m.content for m in backend.load("b")] == [f"bulk{i} shared" for i in range(1, 20, 2)]
+    assert {(h.session_key, h.index) for h in backend.search_messages("bulk7")} == {("b", 3)}
+    assert len(backend.search_messages("shared", limit=None)) == 20
+    assert backend.append("b", ChatMessage(role="user", content="after")) == 11
+
+
+def test_bulk_append_failing_in_a_later_chunk_writes_nothing(
+    backend: DuckDBSessionBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcp_sessions.store.duckdb as store_module
+
+    monkeypatch.setattr(store_module, "_INSERT_CHUNK", 3)
+    backend.append("a", ChatMessage(role="user", content="kept"))
+    calls = 0
+    original = DuckDBSessionBackend._insert_messages
+
+    def fail_third(self: DuckDBSessionBackend, cur: duckdb.DuckDBPyConnection, rows: list) -> list:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise duckdb.IOException("disk went away")
+        return original(self, cur, rows)
+
+    monkeypatch.setattr(DuckDBSessionBackend, "_insert_messages", fail_third)
+    with pytest.raises(duckdb.IOException):
+        backend.append_many([("a", ChatMessage(role="user", content=f"lost{i}")) for i in range(12)])
+    monkeypatch.setattr(DuckDBSessionBackend, "_insert_messages", original)
+    assert [m.content for m in backend.load("a")] == ["kept"]
+    assert backend.search_messages("lost3") == []
+    assert backend.append("a", ChatMessage(role="user", content="next")) == 2

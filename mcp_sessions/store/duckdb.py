@@ -9,6 +9,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -199,6 +200,7 @@ class DuckDBSessionBackend(SessionBackend):
         # session key -> (id, message count) as last committed; read and written under the write lock only.
         self._slots: dict[str, _Slot] = {}
         self._merger: threading.Thread | None = None
+        self._insert_pool: ThreadPoolExecutor | None = None
         # Even while no merge is moving the boundary between merged and recent postings (see _search).
         self._index_seq = 0
         self._merge_wanted = threading.Event()
@@ -474,6 +476,8 @@ class DuckDBSessionBackend(SessionBackend):
         self._merge_wanted.set()
         if self._merger is not None and self._merger is not threading.current_thread():
             self._merger.join()
+        if self._insert_pool is not None:
+            self._insert_pool.shutdown(wait=True)
         with self._write_lock:
             # Cursors first: DuckDB refuses a checkpoint while another connection keeps a transaction.
             with self._cursors_lock:
@@ -565,6 +569,19 @@ class DuckDBSessionBackend(SessionBackend):
         added = [(int(v[0]), int(v[6])) for v in values]  # type: ignore[call-overload]
         self._count(len(rows), sum(dl for _, dl in added))
         return added
+
+    def _insert_chunk(
+        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None, _Indexed]]
+    ) -> dict[int, tuple[int, int]]:
+        """_insert_messages; return session id -> (id, term count) of its last message in rows."""
+        return dict(zip((row[0] for row in rows), self._insert_messages(cur, rows), strict=True))
+
+    def _inserter(self) -> ThreadPoolExecutor:
+        """The thread a bulk append's INSERTs run on, one at a time, while the next chunk is indexed."""
+        with self._cursors_lock:
+            if self._insert_pool is None:
+                self._insert_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-sessions-insert")
+            return self._insert_pool
 
     def _kill(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> int:
         """Delete the messages matching where, and their postings; return how many went."""
@@ -915,7 +932,10 @@ class DuckDBSessionBackend(SessionBackend):
                     self._record_imports(cur, marks, _now())
             return {}
         added = Counter(key for key, _ in batch)
-        indexed, tids = self._index([message.content for _, message in batch])
+        # A batch of one statement is indexed before the write lock; a bigger one chunk by chunk under it,
+        # each chunk's indexing (Python) overlapping the previous chunk's INSERT (DuckDB, off the GIL).
+        bulk = len(batch) > _INSERT_CHUNK
+        indexed, tids = ([], set()) if bulk else self._index([message.content for _, message in batch])
         with self._write() as cur:
             self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
             now = _now()
@@ -940,18 +960,34 @@ class DuckDBSessionBackend(SessionBackend):
                     [rows_param(key=new, added=(added[k] for k in new), now=[now] * len(new))],
                 ).fetchall()
                 slots.update((key, (session_id, 0)) for key, session_id in created)
-            rows: list[tuple[int, int, str, str, str | None, _Indexed]] = []
             lasts: dict[int, tuple[int, int]] = {}  # session id -> (id, term count) of its last new message
-            for (key, message), index in zip(batch, indexed, strict=True):
-                session_id, idx = slots[key]
-                slots[key] = (session_id, idx + 1)
-                rows.append((session_id, idx, message.role, message.content, now, index))
+            pending: Future[dict[int, tuple[int, int]]] | None = None
+            try:
                 # Bounded statements keep a big import's memory flat; the transaction stays one.
-                if len(rows) == _INSERT_CHUNK:
-                    lasts.update(zip((r[0] for r in rows), self._insert_messages(cur, rows), strict=True))
-                    rows = []
-            if rows:
-                lasts.update(zip((r[0] for r in rows), self._insert_messages(cur, rows), strict=True))
+                for start in range(0, len(batch), _INSERT_CHUNK):
+                    part = batch[start : start + _INSERT_CHUNK]
+                    if bulk:
+                        part_indexed, part_tids = self._index([message.content for _, message in part])
+                        self._recent_terms.update(part_tids)
+                    else:
+                        part_indexed = indexed[start : start + _INSERT_CHUNK]
+                    rows: list[tuple[int, int, str, str, str | None, _Indexed]] = []
+                    for (key, message), index in zip(part, part_indexed, strict=True):
+                        session_id, idx = slots[key]
+                        slots[key] = (session_id, idx + 1)
+                        rows.append((session_id, idx, message.role, message.content, now, index))
+                    if not bulk:
+                        lasts.update(self._insert_chunk(cur, rows))
+                        continue
+                    if pending is not None:
+                        lasts.update(pending.result())
+                    pending = self._inserter().submit(self._insert_chunk, cur, rows)
+                if pending is not None:
+                    lasts.update(pending.result())
+            finally:
+                # Never leave an INSERT running on the cursor that is about to roll back.
+                if pending is not None:
+                    wait([pending])
             self._record_imports(cur, marks, now)
             for key, (session_id, count) in slots.items():
                 self._remember(key, _Slot(session_id, count, *lasts[session_id]))
