@@ -1,4 +1,8 @@
-"""The inverted index's write side: messages to postings rows, inserted in the caller's transaction."""
+"""The inverted index's write side.
+
+A write stores its message's postings as text in the message row (index_texts; see m004), and a merge moves
+them into the term-sorted table (unnested_sql). insert_postings and index_messages write postings rows
+directly, for migrations that index messages written before there was an index (m002)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ _ROWS = rows_sql({"term": "BIGINT", "message_id": "BIGINT", "session_id": "BIGIN
 def insert_postings(
     cur: duckdb.DuckDBPyConnection,
     docs: Iterable[tuple[int, int, Counter[str], int]],
-    table: str = "_postings_recent",
+    table: str,
 ) -> None:
     """Write the postings of (message_id, session_id, term counts, term total) documents."""
     columns: tuple[list[int], list[int], list[int], list[int], list[int]] = ([], [], [], [], [])
@@ -37,7 +41,7 @@ def index_messages(
     cur: duckdb.DuckDBPyConnection,
     rows: Sequence[tuple[int, int, str]],
     *,
-    table: str = "_postings_recent",
+    table: str,
     analyzer: Analyzer | None = None,
 ) -> dict[int, int]:
     """Write postings of (message_id, session_id, content) rows; return each message's term total."""
