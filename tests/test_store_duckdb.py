@@ -754,3 +754,24 @@ def test_bulk_append_failing_in_a_later_chunk_writes_nothing(
     assert [m.content for m in backend.load("a")] == ["kept"]
     assert backend.search_messages("lost3") == []
     assert backend.append("a", ChatMessage(role="user", content="next")) == 2
+
+
+def test_memory_limit_is_raised_for_a_bulk_append_and_lowered_after_its_merge(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcp_sessions.store.duckdb as store_module
+
+    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
+    with DuckDBSessionBackend(db_path) as backend:
+
+        def limit() -> str:
+            return backend._db.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+        serving = limit()
+        backend.append_many([(f"s{i % 9}", ChatMessage(role="user", content=f"m{i} word")) for i in range(5000)])
+        assert backend._merged_upto == backend._last_id, "the bulk append was merged"
+        assert limit() == serving
+        assert not backend._memory_raised
+        backend.optimize()
+        assert limit() == serving
+        assert len(backend.search_messages("word", limit=None)) == 5000

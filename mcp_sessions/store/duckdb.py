@@ -63,6 +63,12 @@ _DEAD_IDS_MAX = 100_000
 _SLOTS_MAX = 10_000
 # Checkpoints are ours, not DuckDB's automatic ones, so a failed checkpoint never fails a durable commit.
 CHECKPOINT_WAL_BYTES = 64 << 20
+# DuckDB's memory: small while serving (DuckDB would otherwise keep most of the machine's memory as cache;
+# a serving process stays under 200 MB at a million messages, as fast), large for the length of a bulk
+# write, a merge or optimize() (sorts spill to <file>.tmp past it), then small again once a checkpoint has
+# moved what they left in memory to the file.
+MEMORY_LIMIT = "100MB"
+BULK_MEMORY_LIMIT = "2GB"
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 _REFUSED = re.compile(r"Read-only file system|Permission denied")
 _IDS = rows_sql({"id": "BIGINT"})
@@ -200,6 +206,7 @@ class DuckDBSessionBackend(SessionBackend):
         # session key -> (id, message count) as last committed; read and written under the write lock only.
         self._slots: dict[str, _Slot] = {}
         self._merger: threading.Thread | None = None
+        self._memory_raised = False
         self._insert_pool: ThreadPoolExecutor | None = None
         # Even while no merge is moving the boundary between merged and recent postings (see _search).
         self._index_seq = 0
@@ -264,6 +271,8 @@ class DuckDBSessionBackend(SessionBackend):
             db = duckdb.connect(self.path)
         if not memory and not self.read_only:
             db.execute("SET checkpoint_threshold = '1TB'")
+        if not memory:
+            db.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         return db
 
     # Connections, transactions, upkeep.
@@ -332,7 +341,9 @@ class DuckDBSessionBackend(SessionBackend):
                     self._request_merge()
                 else:
                     self._merge_recent(cur)
-            if self._writes_since_check < 64:
+                    self._lower_memory()
+            # Every 64th write, or after a bulk write: its log may be big.
+            if self._writes_since_check < 64 and not self._memory_raised:
                 return
             self._writes_since_check = 0
             wal = Path(self.path + ".wal")
@@ -341,6 +352,24 @@ class DuckDBSessionBackend(SessionBackend):
         except duckdb.Error as exc:
             # The write before this is already durable in the log; upkeep retries on a later write.
             log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
+
+    def _raise_memory(self) -> None:
+        """Before a bulk write, a merge or optimize(): the big limit (see MEMORY_LIMIT). Under the write lock."""
+        if self.path != ":memory:" and not self._memory_raised:
+            self._db.execute(f"SET memory_limit = '{BULK_MEMORY_LIMIT}'")
+            self._memory_raised = True
+
+    def _lower_memory(self) -> None:
+        """After the merge that follows bulk writes: checkpoint, so what they left in memory is in the file,
+        and go back to the small limit. Under the write lock."""
+        if not self._memory_raised:
+            return
+        self._checkpoint()
+        try:
+            self._db.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            self._memory_raised = False
+        except duckdb.Error as exc:  # still more in use than that: the next merge tries again
+            log.info("memory limit kept at %s for now: %s", BULK_MEMORY_LIMIT, exc)
 
     def _request_merge(self) -> None:
         """Wake the merging thread (started on first need): the write that asked returns at once."""
@@ -362,12 +391,15 @@ class DuckDBSessionBackend(SessionBackend):
                 try:
                     if self._last_id - self._merged_upto >= MERGE_MESSAGES:
                         self._merge_recent(self._cursor())
+                    self._lower_memory()
                 except Exception as exc:  # noqa: BLE001 - a merge is retried by the next write that asks
                     log.warning("merging recent postings failed (searches still see them): %s", exc)
 
     def _merge_recent(self, cur: duckdb.DuckDBPyConnection) -> None:
         """Move the postings of messages written since the last merge into the term-sorted table, as one sorted run."""
         upto = self._last_id
+        if upto - self._merged_upto > MERGE_MESSAGES:
+            self._raise_memory()  # a bulk write's worth to sort
         self._index_seq += 1  # odd while the boundary moves: see _search
         cur.begin()
         try:
@@ -410,10 +442,12 @@ class DuckDBSessionBackend(SessionBackend):
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
         with self._write_lock:
             self._index_seq += 1  # odd while the boundary moves: see _search
+            self._raise_memory()
             try:
                 self._optimize()
             finally:
                 self._index_seq += 1
+            self._lower_memory()
         self._checkpoint()
 
     def _optimize(self) -> None:
@@ -938,6 +972,8 @@ class DuckDBSessionBackend(SessionBackend):
         indexed, tids = ([], set()) if bulk else self._index([message.content for _, message in batch])
         with self._write() as cur:
             self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
+            if bulk:
+                self._raise_memory()
             now = _now()
             if len(added) == 1:
                 # The common case, one message to a session the writer knows: one UPDATE and one INSERT.
