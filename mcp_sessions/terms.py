@@ -5,15 +5,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from . import pandas_absent  # noqa: F401  (before any query: see that module)
+
+log = logging.getLogger(__name__)
 
 # A word, or words joined by dots (versions like 1.5.5, names like file.py); \w holds "_", so
 # update_last is one token. Everything else, control characters included, separates tokens.
@@ -91,8 +95,24 @@ def fts_extension_path() -> Path:
     return path
 
 
+# Words whose stems changed between Snowball releases, and ordinary ones: PyStemmer stands in for the fts
+# extension's stem() only when it gives these the very stems stem() gives (see Stemmer).
+_PROBES = {
+    "english": "added adding evening internal international interval lateral emergency emergencies dying lying"
+    " generously running relational hopefulness sensibility cats ponies agreed news skies proceed succeed",
+    "russian": "базы данных данными программирование программисты красивая бежать учительница",
+    "greek": "καλημερα αγαπητε προγραμματισμος προγραμματιστες βασεις δεδομενων",
+    "arabic": "المكتبات مكتبة الكتاب الكتب يكتبون كاتب مدرسة المدارس",
+}
+
+
 class Stemmer:
-    """Snowball stems from the fts extension's stem(), cached, computed in batches on a private connection."""
+    """Snowball stems, cached, as the fts extension's stem() gives them.
+
+    The extension is the reference; PyStemmer (the Snowball project's C library for Python) computes the same
+    stems without a DuckDB query per batch, and is used when its release gives exactly the extension's stems
+    on the probe words. Otherwise every stem comes from the extension, computed in batches on a private connection.
+    """
 
     def __init__(self) -> None:
         self._conn = duckdb.connect(":memory:")
@@ -105,6 +125,35 @@ class Stemmer:
             ) from exc
         self._cache: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._native = self._native_stemmers()
+
+    def _native_stemmers(self) -> dict[str, Any]:
+        """PyStemmer's stemmer per language, if it agrees with the extension on every probe word."""
+        try:
+            import Stemmer as pystemmer  # PyStemmer
+        except ImportError:
+            return {}
+        native: dict[str, Any] = {}
+        for language, text in _PROBES.items():
+            words = text.split()
+            try:
+                stemmer = pystemmer.Stemmer(language)
+            except (KeyError, ValueError):
+                return {}
+            if stemmer.stemWords(words) != self._extension_stems(words, language):
+                log.warning("PyStemmer's %s stems differ from DuckDB's: stemming through DuckDB", language)
+                return {}
+            native[language] = stemmer
+        return native
+
+    def _extension_stems(self, words: list[str], language: str) -> list[str]:
+        # One JSON text, not a Python list: see store/params.py.
+        row = self._conn.execute(
+            "SELECT list_transform(from_json(?, '[\"VARCHAR\"]'), w -> stem(w, ?))",
+            [json.dumps(words, ensure_ascii=False), language],
+        ).fetchone()
+        assert row is not None
+        return list(row[0])
 
     def stem_all(self, words: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Stems of (word, language) pairs."""
@@ -114,17 +163,13 @@ class Stemmer:
             if (word, language) not in self._cache:
                 missing.setdefault(language, []).append(word)
         if missing:
-            with self._lock:
+            with self._lock:  # a PyStemmer stemmer is not safe to share between threads
                 if len(self._cache) > _STEM_CACHE_MAX:
                     self._cache.clear()
                 for language, batch in missing.items():
-                    # One JSON text, not a Python list: see store/params.py.
-                    row = self._conn.execute(
-                        "SELECT list_transform(from_json(?, '[\"VARCHAR\"]'), w -> stem(w, ?))",
-                        [json.dumps(batch, ensure_ascii=False), language],
-                    ).fetchone()
-                    assert row is not None
-                    self._cache.update(((w, language), s) for w, s in zip(batch, row[0], strict=True))
+                    native = self._native.get(language)
+                    stems = native.stemWords(batch) if native is not None else self._extension_stems(batch, language)
+                    self._cache.update(((w, language), s) for w, s in zip(batch, stems, strict=True))
         cache = self._cache
         return {pair: cache.get(pair) or pair[0] for pair in wanted}
 

@@ -10,9 +10,9 @@ import pytest
 
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store import migrations
-from mcp_sessions.store.postings import index_messages
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 from mcp_sessions.store.errors import StoreReadOnly
+from mcp_sessions.store.postings import index_messages
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:

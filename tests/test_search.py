@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 import unicodedata
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 

@@ -63,7 +63,9 @@ def test_case_is_folded(analyzer: Analyzer) -> None:
     assert analyzer.document_terms("Hello") == analyzer.document_terms("hello") == analyzer.document_terms("HELLO")
 
 
-@pytest.mark.parametrize(("accented", "plain"), [("café", "cafe"), ("naïve", "naive"), ("Ünïcödé", "unicode"), ("άλφα", "αλφα")])
+@pytest.mark.parametrize(
+    ("accented", "plain"), [("café", "cafe"), ("naïve", "naive"), ("Ünïcödé", "unicode"), ("άλφα", "αλφα")]
+)
 def test_accents_are_folded(analyzer: Analyzer, accented: str, plain: str) -> None:
     assert analyzer.document_terms(accented) == analyzer.document_terms(plain)
     assert analyzer.query_terms(accented) == analyzer.query_terms(plain)
@@ -125,7 +127,9 @@ def test_unspaced_scripts_index_characters_and_bigrams(analyzer: Analyzer) -> No
     assert analyzer.query_terms("京") == ["京"]
 
 
-@pytest.mark.parametrize("text", ["我们使用全文搜索引擎", "東京都に住んでいます", "한국어텍스트검색", "カタカナとひらがな"])
+@pytest.mark.parametrize(
+    "text", ["我们使用全文搜索引擎", "東京都に住んでいます", "한국어텍스트검색", "カタカナとひらがな"]
+)
 def test_every_substring_of_unspaced_text_is_covered(analyzer: Analyzer, text: str) -> None:
     document = set(analyzer.document_terms(text))
     for size in range(1, len(text) + 1):
@@ -197,3 +201,44 @@ def test_snippet_centres_on_the_first_match(analyzer: Analyzer) -> None:
     snippet = make_snippet(content, set(analyzer.query_terms("needle")), analyzer)
     assert len(snippet) <= SNIPPET_CHARS
     assert "needle" in snippet
+
+
+def test_pystemmer_is_used_only_as_a_faster_copy_of_the_extensions_stems() -> None:
+    from pathlib import Path
+
+    from mcp_sessions.terms import _TOKEN, Stemmer
+
+    stemmer = Stemmer()
+    assert set(stemmer._native) == {"english", "russian", "greek", "arabic"}, "PyStemmer==2.2.0.3 agrees"
+    # Every word of this repository's docs and code, stemmed both ways.
+    root = Path(__file__).resolve().parent.parent
+    words = sorted(
+        {
+            w.lower()
+            for p in [*root.glob("*.md"), *root.rglob("mcp_sessions/*.py")]
+            for w in _TOKEN.findall(p.read_text())
+        }
+    )
+    words = [w for w in words if w.isalpha() and w.isascii()]
+    assert len(words) > 1000
+    assert stemmer._native["english"].stemWords(words) == stemmer._extension_stems(words, "english")
+
+
+def test_stems_are_the_same_without_pystemmer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_sessions.terms import Analyzer, Stemmer
+
+    text = "Added the evening's internal intervals; programmers were running базы данных, καλημέρα, المكتبات"
+    native = Analyzer(Stemmer()).document_terms(text)
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pystemmer(name: str, *args: object, **kwargs: object) -> object:
+        if name == "Stemmer":
+            raise ImportError("no PyStemmer here")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_pystemmer)
+    fallback = Stemmer()
+    assert fallback._native == {}
+    assert Analyzer(fallback).document_terms(text) == native

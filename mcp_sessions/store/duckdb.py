@@ -152,6 +152,8 @@ def _first(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
 
 
 _T = TypeVar("_T")
+# Starts a write's transaction inside its first call to DuckDB (see _write's begin=False).
+_BEGIN = "BEGIN TRANSACTION; "
 
 
 class _Indexed(NamedTuple):
@@ -303,15 +305,17 @@ class DuckDBSessionBackend(SessionBackend):
             cur.rollback()
 
     @contextmanager
-    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One write transaction: all of it commits, or none of it."""
+    def _write(self, *, begin: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction: all of it commits, or none of it. begin=False: the caller's first statement
+        begins it (a round trip less: see _BEGIN)."""
         if self.read_only:
             raise StoreReadOnly(f"the store {self.path} is open read-only: writes are refused")
         with self._write_lock:
             cur = self._cursor()
             self._pending = [0, 0]
             self._after_commit: list[Callable[[], None]] = []
-            cur.begin()
+            if begin:
+                cur.begin()
             try:
                 yield cur
                 cur.commit()
@@ -582,7 +586,10 @@ class DuckDBSessionBackend(SessionBackend):
         return [_Indexed(*row) for row in rows], tids
 
     def _insert_messages(
-        self, cur: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, int, str, str, str | None, _Indexed]]
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        rows: Sequence[tuple[int, int, str, str, str | None, _Indexed]],
+        before: str = "",
     ) -> list[tuple[int, int]]:
         """Insert (session_id, idx, role, content, created_at, indexed) rows, each with its postings (see m004);
         return each one's (id, term count)."""
@@ -592,8 +599,12 @@ class DuckDBSessionBackend(SessionBackend):
             values.append((self._last_id, session_id, idx, role, content, created_at, indexed.dl, indexed.text))
         if len(values) == 1:
             pos = int(values[0][1]) * _POS + int(values[0][2])  # type: ignore[call-overload]
-            cur.execute(f"{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]])
+            # before: statements without parameters sent in the same call (DuckDB binds the last one's).
+            cur.execute(
+                f"{before}{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]]
+            )
         else:
+            assert not before, "statements before an INSERT go with a single row"
             keys = f"session_id * {_POS} + idx, (session_id * {_POS} + idx) // {PAGE_SIZE}"
             columns = list(zip(*values, strict=True))
             cur.execute(
@@ -970,6 +981,10 @@ class DuckDBSessionBackend(SessionBackend):
         # each chunk's indexing (Python) overlapping the previous chunk's INSERT (DuckDB, off the GIL).
         bulk = len(batch) > _INSERT_CHUNK
         indexed, tids = ([], set()) if bulk else self._index([message.content for _, message in batch])
+        if len(batch) == 1 and not marks:
+            fast = self._append_one(batch[0][0], batch[0][1], indexed[0], tids)
+            if fast is not None:
+                return fast
         with self._write() as cur:
             self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
             if bulk:
@@ -1028,6 +1043,27 @@ class DuckDBSessionBackend(SessionBackend):
             for key, (session_id, count) in slots.items():
                 self._remember(key, _Slot(session_id, count, *lasts[session_id]))
         return {key: count for key, (_, count) in slots.items()}
+
+    def _append_one(self, key: str, message: ChatMessage, indexed: _Indexed, tids: set[int]) -> dict[str, int] | None:
+        """The common write: one message to a session the writer knows, in one call to DuckDB and a commit.
+        None when the session is not known here (the caller takes the general way)."""
+        with self._write_lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return None
+            with self._write(begin=False) as cur:
+                self._recent_terms.update(tids)  # under the write lock, before the commit: see _recent_terms
+                now = _now()
+                count = slot.count + 1
+                # Our own int and time written into the SQL; the message goes as parameters of the last statement.
+                update = (
+                    f"UPDATE sessions SET message_count = {int(count)}, last_activity = '{now}'"
+                    f" WHERE id = {int(slot.session_id)}; "
+                )
+                row = (slot.session_id, slot.count, message.role, message.content, now, indexed)
+                ((message_id, dl),) = self._insert_messages(cur, [row], before=_BEGIN + update)
+                self._remember(key, _Slot(slot.session_id, count, message_id, dl))
+        return {key: count}
 
     @staticmethod
     def _add_counts(cur: duckdb.DuckDBPyConnection, added: Counter[str], now: str) -> list[tuple[str, int, int]]:
