@@ -110,14 +110,15 @@ def _ago(duration: timedelta) -> str:
         return datetime.min.replace(tzinfo=UTC).isoformat()
 
 
-def _slice_query(first: int, stop: int) -> str:
+def _slice_query(first: int, stop: int, also: Iterable[int] = ()) -> str:
     """SQL reading (role, content, created_at as epoch µs, idx, pos) rows holding every message with
-    first <= pos < stop, in no order: _slice_rows keeps those and orders them."""
+    first <= pos < stop (and those on the pages of the positions also), in no order: _slice_rows keeps
+    the slice's and orders them."""
     # Times as epoch microseconds: cheaper than a time zone conversion in SQL, exact in Python.
     columns = "SELECT role, content, epoch_us(created_at), idx, pos FROM messages"
-    pages = range(first // PAGE_SIZE, (stop - 1) // PAGE_SIZE + 1)
+    pages = sorted({*range(first // PAGE_SIZE, (stop - 1) // PAGE_SIZE + 1), *(p // PAGE_SIZE for p in also)})
     if len(pages) > _MAX_PAGE_LOOKUPS:
-        return f"{columns} WHERE pos >= {int(first)} AND pos < {int(stop)}"
+        return f"{columns} WHERE pos >= {int(min(first, *also))} AND pos < {int(max(stop, *(p + 1 for p in also)))}"
     # Whole pages, one equality each, answered by the page index (a range filter or ORDER BY on top
     # costs more in DuckDB than sorting 64 rows in Python).
     return " UNION ALL ".join(f"{columns} WHERE page = {int(page)}" for page in pages)
@@ -1077,9 +1078,19 @@ class DuckDBSessionBackend(SessionBackend):
 
     def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
         cur = self._cursor()
-        # Guess the session's id and count from what the writer knows, then read the count and the slice in
-        # one statement (one snapshot): when the count read is the one guessed, the slice is right.
+        # Guess the session's id and count from what the writer knows, then read the slice in one statement
+        # (one snapshot) that also shows whether the guess holds.
         slot = self._slots.get(session_key)
+        if slot is not None and slot.count > 0:
+            # A session's messages fill positions base .. base + count - 1 without a gap: with the message
+            # at base + count - 1 there and none at base + count, the count is the one guessed.
+            start, stop = slice_bounds(slot.count, offset, limit)
+            base = slot.session_id * _POS
+            first, end, last = base + start, base + stop, base + slot.count
+            rows = cur.execute(_slice_query(first, end, also=(last - 1, last))).fetchall()
+            held = {row[4] for row in rows}
+            if last - 1 in held and last not in held:
+                return MessagePage(messages=_slice_rows(rows, first, end), total=slot.count)
         for _ in range(3):
             if slot is None:
                 found = _first(cur, "SELECT id, message_count FROM sessions WHERE key = ?", [session_key])
