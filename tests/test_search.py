@@ -688,3 +688,32 @@ def test_a_word_said_more_often_ranks_higher_in_every_postings_place(backend: Du
     with backend._write_lock:
         (length,) = backend._cursor().execute("SELECT max(length(coalesce(terms, ''))) FROM messages").fetchone()
     assert length < 200, "a repeated word is written once with its count"
+
+
+def test_live_appends_get_their_scattered_postings_sorted_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small merges make runs that span every term; once they weigh, the merge thread optimizes.
+    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 3)
+    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
+    monkeypatch.setattr(store_module, "SCATTERED_MIN_ROWS", 20)
+    with DuckDBSessionBackend(tmp_path / "live.duckdb") as backend:
+        optimized = 0
+        real = backend.optimize
+
+        def counting() -> None:
+            nonlocal optimized
+            optimized += 1
+            real()
+
+        monkeypatch.setattr(backend, "optimize", counting)
+        for i in range(60):
+            backend.append(f"s{i % 5}", msg(f"alpha beta word{i}"))
+            if i == 30:
+                backend.remove_last("s0")
+        assert optimized >= 2
+        assert backend._scattered <= 20
+        assert len(backend.search_messages("alpha", limit=None)) == 59
+        assert hits(backend, "word30") == []
+        assert hits(backend, "word59") == [("s4", 11)]
+    with DuckDBSessionBackend(tmp_path / "live.duckdb") as again:  # the counts survive a restart
+        assert again._sorted_rows > 0
+        assert again._scattered == backend._scattered

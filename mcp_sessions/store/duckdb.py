@@ -57,6 +57,12 @@ _INSERT_CHUNK = 2_000
 MERGE_MESSAGES = 2_000
 # Merges run on a thread of their own (see _merge_loop); tests may switch it off to merge in the write.
 MERGE_IN_BACKGROUND = True
+# A merge of fewer postings than this makes a run that spans every term in a row group or two: scattered.
+# Once scattered postings pass SCATTERED_MIN_ROWS and SCATTERED_SHARE of the sorted ones, the merge thread
+# runs optimize(), which sorts them in (live appends alone would otherwise make every search scan them).
+SORTED_RUN_ROWS = 500_000
+SCATTERED_MIN_ROWS = 1_000_000
+SCATTERED_SHARE = 0.25
 # Ids of removed messages whose merged postings are masked, kept in memory up to this many.
 _DEAD_IDS_MAX = 100_000
 # Sessions whose (id, message count) the writer remembers, so an append to one reads nothing first.
@@ -224,6 +230,7 @@ class DuckDBSessionBackend(SessionBackend):
         # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
         # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
         self._merged_upto, self._last_id = self._index_bounds(self._db)
+        self._scattered, self._sorted_rows = _rows(self._db, "SELECT scattered_rows, sorted_rows FROM _index_state")[0]
         # The most recently active sessions are the likely next reads and writes: know their slots.
         for key, session_id, count in _rows(
             self._db,
@@ -346,7 +353,7 @@ class DuckDBSessionBackend(SessionBackend):
                     self._request_merge()
                 else:
                     self._merge_recent(cur)
-                    self._lower_memory()
+                    self._after_merge()
             # Every 64th write, or after a bulk write: its log may be big.
             if self._writes_since_check < 64 and not self._memory_raised:
                 return
@@ -396,7 +403,7 @@ class DuckDBSessionBackend(SessionBackend):
                 try:
                     if self._last_id - self._merged_upto >= MERGE_MESSAGES:
                         self._merge_recent(self._cursor())
-                    self._lower_memory()
+                    self._after_merge()
                 except Exception as exc:  # noqa: BLE001 - a merge is retried by the next write that asks
                     log.warning("merging recent postings failed (searches still see them): %s", exc)
 
@@ -409,11 +416,15 @@ class DuckDBSessionBackend(SessionBackend):
         cur.begin()
         try:
             bounds = [self._merged_upto, upto]
-            cur.execute(f"INSERT INTO _postings {unnested_sql('id > ? AND id <= ?')} ORDER BY term, message_id", bounds)
+            inserted = cur.execute(
+                f"INSERT INTO _postings {unnested_sql('id > ? AND id <= ?')} ORDER BY term, message_id", bounds
+            ).fetchall()[0][0]
             # Merged postings are read from _postings alone: the text is no longer needed.
             cur.execute("UPDATE messages SET terms = NULL WHERE id > ? AND id <= ?", bounds)
-            cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
+            scattered = self._scattered + (inserted if inserted < SORTED_RUN_ROWS else 0)
+            cur.execute("UPDATE _index_state SET merged_upto = ?, scattered_rows = ?", [upto, scattered])
             cur.commit()
+            self._scattered = scattered
             self._set_index_state(upto)
         except BaseException:
             cur.rollback()
@@ -421,7 +432,7 @@ class DuckDBSessionBackend(SessionBackend):
         finally:
             self._index_seq += 1
 
-    def _set_index_state(self, merged_upto: int, *, purged: bool = False) -> None:
+    def _set_index_state(self, merged_upto: int, *, purged: bool = False, sorted_rows: int | None = None) -> None:
         """After a merge or an optimize commits. A search reads the boundary before its snapshot, and takes
         from _postings only ids up to the boundary it read, so whichever side of a merge it lands on it sees
         each message once; it reads _recent_terms before the boundary, so it never skips messages above it."""
@@ -430,6 +441,15 @@ class DuckDBSessionBackend(SessionBackend):
         if purged:
             self._any_dead = False
             self._dead_ids = set()
+        if sorted_rows is not None:
+            self._sorted_rows, self._scattered = sorted_rows, 0
+
+    def _after_merge(self) -> None:
+        """After a merge, under the write lock: sort scattered postings in once they weigh (see SCATTERED_SHARE)."""
+        if self._scattered > max(SCATTERED_MIN_ROWS, SCATTERED_SHARE * self._sorted_rows):
+            log.info("optimizing the index: %d postings merged in small runs", self._scattered)
+            self.optimize()
+        self._lower_memory()
 
     def _index_bounds(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         """(merged_upto, last message id given out) as stored."""
@@ -471,8 +491,12 @@ class DuckDBSessionBackend(SessionBackend):
             cur.execute("DROP TABLE _postings")
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
             cur.execute("DELETE FROM _dead_messages")
-            cur.execute("UPDATE _index_state SET merged_upto = ?", [upto])
-            self._after_commit.append(lambda: self._set_index_state(upto, purged=True))
+            (sorted_rows,) = cur.execute(
+                "UPDATE _index_state SET merged_upto = ?, scattered_rows = 0,"
+                " sorted_rows = (SELECT count(*) FROM _postings) RETURNING sorted_rows",
+                [upto],
+            ).fetchall()[0]
+            self._after_commit.append(lambda: self._set_index_state(upto, purged=True, sorted_rows=sorted_rows))
 
     def _checkpoint(self) -> None:
         """Fold the write-ahead log into the file; on failure the log keeps every write, and a later try folds it."""

@@ -149,5 +149,12 @@ def m004_terms_in_messages(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN terms VARCHAR")
     conn.execute("INSERT INTO _postings SELECT * FROM _postings_recent ORDER BY term, message_id")
     conn.execute("DROP TABLE _postings_recent")
-    conn.execute("CREATE TABLE _index_state (merged_upto BIGINT NOT NULL)")
-    conn.execute("INSERT INTO _index_state SELECT coalesce(max(id), 0) FROM messages")
+    # scattered_rows counts postings merged in small runs since the last optimize(): each such run spans every
+    # term, so zone maps cannot skip its row groups; past a share of sorted_rows, the merge thread optimizes.
+    conn.execute(
+        "CREATE TABLE _index_state (merged_upto BIGINT NOT NULL, scattered_rows BIGINT NOT NULL,"
+        " sorted_rows BIGINT NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO _index_state SELECT coalesce(max(id), 0), 0, (SELECT count(*) FROM _postings) FROM messages"
+    )
