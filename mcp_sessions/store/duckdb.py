@@ -61,8 +61,8 @@ MERGE_IN_BACKGROUND = True
 # Once scattered postings pass SCATTERED_MIN_ROWS and SCATTERED_SHARE of the sorted ones, the merge thread
 # runs optimize(), which sorts them in (live appends alone would otherwise make every search scan them).
 SORTED_RUN_ROWS = 500_000
-SCATTERED_MIN_ROWS = 1_000_000
-SCATTERED_SHARE = 0.25
+SCATTERED_MIN_ROWS = 250_000
+SCATTERED_SHARE = 0.1
 # Ids of removed messages whose merged postings are masked, kept in memory up to this many.
 _DEAD_IDS_MAX = 100_000
 # Sessions whose (id, message count) the writer remembers, so an append to one reads nothing first.
