@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -34,6 +33,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/stdio.py`
 import anyio
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, Corpus
+from benchmarks.timing import WARMUP, fmt, p95, time_calls
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TITLE = "Protocol overhead: direct library calls vs MCP tool calls over stdio"
 IMPORT_BATCH = 50_000
-WARMUP = 3
 SEARCH_LIMIT = 50
 SEARCH_MESSAGES_LIMIT = 20
 CALL_TIMEOUT_S = 60
@@ -56,21 +55,6 @@ OPS = (
 
 class Failed(Exception):
     """A tool call returned an error or a result that does not match the store."""
-
-
-def _p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-def _fmt(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def build(path: Path, corpus: Corpus) -> dict[str, float]:
@@ -89,18 +73,6 @@ def build(path: Path, corpus: Corpus) -> dict[str, float]:
     backend.close()
     closed = time.perf_counter()
     return {"import_s": imported - started, "optimize_s": optimized - imported, "close_s": closed - optimized}
-
-
-def _time(call: Callable[[int], object], reps: int) -> list[float]:
-    """Milliseconds of each of reps calls call(i), after WARMUP untimed calls call(-1 - j)."""
-    for j in range(WARMUP):
-        call(-1 - j)
-    samples: list[float] = []
-    for i in range(reps):
-        started = time.perf_counter()
-        call(i)
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 async def _atime(call: Callable[[int], Awaitable[object]], reps: int) -> list[float]:
@@ -145,13 +117,13 @@ def run_direct(path: Path, corpus: Corpus, work: Workload, reps: int) -> dict[st
             raise Failed(f"load_page of {BIG_SESSION} gave total {page.total}, indexes {indexes}")
         result["last20"] = [{"role": m.role, "content": m.content} for m in page.messages]
         ops = result["ops"]
-        ops["load_last20"] = _time(lambda i: backend.load_page(BIG_SESSION, offset=-20), reps)
-        ops["append"] = _time(lambda i: backend.append(*work.append_args(i, "direct")), reps)
+        ops["load_last20"] = time_calls(lambda i: backend.load_page(BIG_SESSION, offset=-20), reps)
+        ops["append"] = time_calls(lambda i: backend.append(*work.append_args(i, "direct")), reps)
         # What the append tool does besides the append: it reads the count back for its result.
-        result["get_session_metadata"] = _time(lambda i: backend.get_session_metadata(work.sessions[i]), reps)
+        result["get_session_metadata"] = time_calls(lambda i: backend.get_session_metadata(work.sessions[i]), reps)
         query = SessionQuery(keyword=COMMON_WORD, limit=SEARCH_LIMIT)
-        ops["search_common"] = _time(lambda i: backend.search(query), reps)
-        ops["search_messages_common"] = _time(
+        ops["search_common"] = time_calls(lambda i: backend.search(query), reps)
+        ops["search_messages_common"] = time_calls(
             lambda i: backend.search_messages(COMMON_WORD, limit=SEARCH_MESSAGES_LIMIT), reps
         )
         found = len(backend.search(query)), len(backend.search_messages(COMMON_WORD, limit=SEARCH_MESSAGES_LIMIT))
@@ -238,7 +210,7 @@ def table(direct: dict[str, Any], stdio: dict[str, Any]) -> str:
     for op, label in OPS:
         d, s = direct["ops"][op], stdio["ops"][op]
         dp50, sp50 = statistics.median(d), statistics.median(s)
-        cells = [f"{label}, ms", _fmt(dp50), _fmt(_p95(d)), _fmt(sp50), _fmt(_p95(s)), _fmt(sp50 - dp50)]
+        cells = [f"{label}, ms", fmt(dp50), fmt(p95(d)), fmt(sp50), fmt(p95(s)), fmt(sp50 - dp50)]
         cells.append(f"{sp50 / dp50:.2f}" if dp50 else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -287,7 +259,7 @@ def notes(corpus: Corpus, built: dict[str, float], direct: dict[str, Any], stdio
             f" (big session {corpus.big_session_messages:,} messages); import {built['import_s']:.1f} s"
             f" (generation included), optimize {built['optimize_s']:.1f} s, close {built['close_s']:.1f} s",
             f"- the append tool also reads the session back (`get_session_metadata`) for its message_count:"
-            f" direct get_session_metadata p50 {_fmt(statistics.median(meta))} ms, p95 {_fmt(_p95(meta))} ms,"
+            f" direct get_session_metadata p50 {fmt(statistics.median(meta))} ms, p95 {fmt(p95(meta))} ms,"
             " part of the append row's overhead",
             f"- server start (spawn, imports, store open, protocol {stdio['protocol_version']} negotiation):"
             f" {stdio['start_s']:.2f} s; first tool call {stdio['first_call_ms']:.1f} ms;"

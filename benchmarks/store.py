@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -34,13 +33,14 @@ if __package__ in (None, ""):  # run as `python benchmarks/store.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
+from benchmarks.timing import WARMUP, fmt, p95, time_calls
 from mcp_sessions.models import SessionQuery
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STORES = ("duckdb", "sqlite")
 DEFAULT_SIZES = "10000,100000"
-FAST_REPS, SEARCH_REPS, WARMUP = 200, 50, 3
+FAST_REPS, SEARCH_REPS = 200, 50
 QUICK_FAST_REPS, QUICK_SEARCH_REPS = 20, 5
 
 # (key, label) in table order; latency rows are in ms, the others carry their unit in the label.
@@ -88,18 +88,6 @@ def _folder_bytes(folder: Path) -> int:
 def _error(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1]
     return f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
-
-
-def _time(call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> list[float]:
-    """Milliseconds of each of reps calls call(i), after warmup untimed calls call(-1 - j)."""
-    for j in range(warmup):
-        call(-1 - j)
-    samples: list[float] = []
-    for i in range(reps):
-        started = time.perf_counter()
-        call(i)
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 def run_worker(
@@ -198,7 +186,7 @@ def _serve(
     def measure(op: str, call: Callable[[int], object], reps: int, warmup: int = WARMUP) -> None:
         step(op)
         try:
-            result["ops"][op] = _time(call, reps, warmup)
+            result["ops"][op] = time_calls(call, reps, warmup)
         except BaseException as exc:
             result["errors"][op] = _error(exc)
 
@@ -247,23 +235,6 @@ def _serve(
     return result
 
 
-def _p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
 def _ratio(duck: float | None, lite: float | None) -> str:
     if duck is None or lite is None or lite == 0:
         return "—"
@@ -286,10 +257,10 @@ def table(results: dict[int, dict[str, dict[str, Any]]]) -> str:
             cells = [
                 f"{label}, ms",
                 f"{size:,}",
-                _fmt(dp50) if d else ("error" if op in duck.get("errors", {}) else "—"),
-                _fmt(_p95(d)) if d else "",
-                _fmt(sp50) if s else ("error" if op in lite.get("errors", {}) else "—"),
-                _fmt(_p95(s)) if s else "",
+                fmt(dp50) if d else ("error" if op in duck.get("errors", {}) else "—"),
+                fmt(p95(d)) if d else "",
+                fmt(sp50) if s else ("error" if op in lite.get("errors", {}) else "—"),
+                fmt(p95(s)) if s else "",
                 _ratio(dp50, sp50),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -306,7 +277,7 @@ def table(results: dict[int, dict[str, dict[str, Any]]]) -> str:
             dv, sv = duck.get(field), lite.get(field)
             dv = None if dv is None else dv * scale
             sv = None if sv is None else sv * scale
-            lines.append(f"| {label} | {size:,} | {_fmt(dv)} |  | {_fmt(sv)} |  | {_ratio(dv, sv)} |")
+            lines.append(f"| {label} | {size:,} | {fmt(dv)} |  | {fmt(sv)} |  | {_ratio(dv, sv)} |")
     return "\n".join(lines)
 
 
