@@ -27,6 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from .backend import SessionBackend
 from .models import DEFAULT_MAX_CONTENT_BYTES, ChatMessage, InvalidArgument
+from .server import READ_ONLY_TOOLS
 from .store.duckdb import DuckDBSessionBackend
 from .store.errors import StoreLocked, StoreReadOnly, StoreUnavailable
 
@@ -60,27 +61,9 @@ OPERATIONS = (
     "search_messages",
     "append_many",
 )
-# Calls that can be sent again after the holder vanished mid-call: reads and setters of a value.
-_RETRYABLE = frozenset(
-    {
-        "load",
-        "list_sessions",
-        "load_with_timestamps",
-        "list_sessions_with_metadata",
-        "search",
-        "get_session_name",
-        "get_session_agent_alias",
-        "get_session_metadata",
-        "get_session_state",
-        "list_running_sessions",
-        "list_stuck_sessions",
-        "load_page",
-        "search_messages",
-        "set_session_name",
-        "set_session_agent_alias",
-        "set_session_context",
-    }
-)
+# Calls that can be sent again after the holder vanished mid-call: reads (the read-only tools, and
+# load_page beneath load) and setters of a value.
+_RETRYABLE = READ_ONLY_TOOLS | {"load_page", "set_session_name", "set_session_agent_alias", "set_session_context"}
 _ERRORS: dict[str, type[Exception]] = {"InvalidArgument": InvalidArgument, "StoreReadOnly": StoreReadOnly}
 # How long a relay keeps trying to reach a holder, or become one, before a call fails.
 TAKEOVER_SECONDS = 10.0
