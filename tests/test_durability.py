@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from tool_calls import call, message, refused
 
 from mcp_sessions.models import ChatMessage
 from mcp_sessions.store.duckdb import CHECKPOINT_WAL_BYTES, DuckDBSessionBackend
@@ -48,22 +49,6 @@ async def serve(db: str, errlog: IO[str], *flags: str) -> AsyncIterator[Client]:
         yield client
 
 
-async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments or {})
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def refused(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    """The text of the tool error a call must give."""
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    text = result.content[0]
-    assert text.type == "text"
-    return text.text
-
-
 def server_pid(db: str) -> int:
     """The pid of this test's server child serving db (the client spawns it in a session of its own)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -75,10 +60,6 @@ def server_pid(db: str) -> int:
         if ppid == os.getpid() and db.encode() in cmdline:
             return int(stat.parent.name)
     raise AssertionError(f"no server process for {db}")
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 async def stored(client: Client, key: str) -> list[dict[str, str]]:

@@ -6,12 +6,12 @@ import random
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from tool_calls import call, message
 
 pytestmark = pytest.mark.anyio
 
@@ -22,17 +22,6 @@ OWNERS = 10
 OWNER_CALLS = 110
 READERS = 8
 READER_CALLS = 60
-
-
-async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments or {})
-    assert not result.is_error, (tool, arguments, result.content)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
+from tool_calls import message
 
 from mcp_sessions.resources import RECENT_URI, session_uri
 from mcp_sessions.scope import ScopedBackend
@@ -19,10 +20,6 @@ from mcp_sessions.server import build_server
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 pytestmark = pytest.mark.anyio
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 async def append(client: Client, key: str, content: str, role: str = "user") -> None:

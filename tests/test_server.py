@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from mcp.client import Client
+from tool_calls import call, message, refused
 
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.models import ChatMessage, InvalidArgument, SessionContext, SessionQuery
@@ -42,25 +43,6 @@ TOOLS = {
     "list_stuck_sessions",
     "search_messages",
 }
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
-
-
-async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments or {})
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def error(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    text = result.content[0]
-    assert text.type == "text"
-    return text.text
 
 
 @pytest.fixture
@@ -252,7 +234,7 @@ async def test_search_messages_returns_hits_to_load_around(client: Client) -> No
     assert (await call(client, "search_messages", {"query": "cafe", "since": "2000-01-01"}))["hits"]
     assert (await call(client, "search_messages", {"query": "cafe", "until": "2000-01-01"}))["hits"] == []
     assert (await call(client, "search_messages", {"query": "*"}))["hits"] == []
-    assert (await call(client, "search_messages", {"query": "\" OR 1=1; DROP TABLE messages; --"}))["hits"] == []
+    assert (await call(client, "search_messages", {"query": '" OR 1=1; DROP TABLE messages; --'}))["hits"] == []
 
 
 async def test_a_string_argument_is_never_parsed_as_json(client: Client) -> None:
@@ -280,7 +262,7 @@ async def test_a_string_argument_is_never_parsed_as_json(client: Client) -> None
 async def test_bad_arguments_are_tool_errors_naming_the_argument_and_the_rule(
     client: Client, tool: str, arguments: dict[str, Any], words: list[str]
 ) -> None:
-    text = (await error(client, tool, arguments)).lower()
+    text = (await refused(client, tool, arguments)).lower()
     for word in words:
         assert word in text
     assert await call(client, "list_sessions") == {"sessions": []}
@@ -290,10 +272,10 @@ async def test_content_over_the_store_limit_is_a_tool_error_that_keeps_its_text(
     store = DuckDBSessionBackend(":memory:", max_content_bytes=10)
     try:
         async with Client(build_server(store)) as client:
-            text = await error(client, "append", {"session_key": "k", "message": message("é" * 6)})
+            text = await refused(client, "append", {"session_key": "k", "message": message("é" * 6)})
             assert "message.content" in text and "10 bytes" in text
             await call(client, "append", {"session_key": "k", "message": message("short")})
-            text = await error(client, "update_last", {"session_key": "k", "message": message("x" * 11)})
+            text = await refused(client, "update_last", {"session_key": "k", "message": message("x" * 11)})
             assert "message.content" in text
             assert (await call(client, "load", {"session_key": "k"}))["messages"] == [message("short")]
     finally:
@@ -305,7 +287,7 @@ async def test_a_store_that_refuses_writes_gives_a_tool_error_saying_so(db_path:
     store = DuckDBSessionBackend(db_path, read_only=True)
     try:
         async with Client(build_server(store)) as client:
-            text = await error(client, "append", {"session_key": "k", "message": message("x")})
+            text = await refused(client, "append", {"session_key": "k", "message": message("x")})
             assert "the store could not write" in text and "read-only" in text
             assert await call(client, "list_sessions") == {"sessions": []}
     finally:
@@ -316,7 +298,7 @@ async def test_read_only_server_registers_only_the_read_tools(backend: DuckDBSes
     backend.append("k", ChatMessage(role="user", content="remember the lighthouse"))
     async with Client(build_server(backend, read_only=True)) as client:
         assert {t.name for t in (await client.list_tools()).tools} == set(READ_ONLY_TOOLS)
-        assert "append" in await error(client, "append", {"session_key": "k", "message": message("x")})
+        assert "append" in await refused(client, "append", {"session_key": "k", "message": message("x")})
         assert (await call(client, "search_messages", {"query": "lighthouse"}))["hits"]
     assert len(backend.load("k")) == 1
 
@@ -393,7 +375,7 @@ async def test_scoped_writes_to_a_session_not_of_the_agent_are_refused_and_chang
     scoped: Client, shared: DuckDBSessionBackend, tool: str, arguments: dict[str, Any], key: str
 ) -> None:
     before = (shared.get_session_metadata(key), shared.load(key), shared.get_session_state(key))
-    text = await error(scoped, tool, {"session_key": key, **arguments})
+    text = await refused(scoped, tool, {"session_key": key, **arguments})
     assert "session_key" in text and key in text
     assert (shared.get_session_metadata(key), shared.load(key), shared.get_session_state(key)) == before
 
@@ -414,7 +396,7 @@ async def test_scoped_set_session_agent_alias_accepts_only_the_agent(
     scoped: Client, shared: DuckDBSessionBackend
 ) -> None:
     for alias in ["b", ""]:
-        text = await error(scoped, "set_session_agent_alias", {"session_key": "a-1", "agent_alias": alias})
+        text = await refused(scoped, "set_session_agent_alias", {"session_key": "a-1", "agent_alias": alias})
         assert "agent_alias" in text
     assert shared.get_session_agent_alias("a-1") == "a"
     assert await call(scoped, "set_session_agent_alias", {"session_key": "a-1", "agent_alias": "a"}) == {

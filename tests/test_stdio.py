@@ -16,6 +16,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from tool_calls import message
 
 from mcp_sessions.models import ChatMessage
 from mcp_sessions.server import READ_ONLY_TOOLS
@@ -29,10 +30,6 @@ COMMAND = [sys.executable, "-m", "mcp_sessions"]
 
 def server(db: str, *flags: str) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "mcp_sessions", "--db", db, *flags])
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:

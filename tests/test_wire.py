@@ -11,6 +11,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from tool_calls import message
 
 from mcp_sessions.models import ChatMessage
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
@@ -86,10 +87,6 @@ class Wire:
         with anyio.fail_after(15):
             status = await self.process.wait()
         return status, [line for line in rest.decode().split("\n") if line]
-
-
-def message(content: str, role: str = "user") -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 def reopen(db: str) -> DuckDBSessionBackend:
