@@ -229,8 +229,7 @@ class DuckDBSessionBackend(SessionBackend):
             migrate(self._db)
         # Messages with ids up to _merged_upto have their postings in the term-sorted table, later ones in
         # their rows (see m004); _last_id is the last message id given out (ids are ours, never reused).
-        self._merged_upto, self._last_id = self._index_bounds(self._db)
-        self._scattered, self._sorted_rows = _rows(self._db, "SELECT scattered_rows, sorted_rows FROM _index_state")[0]
+        self._merged_upto, self._last_id, self._scattered, self._sorted_rows = self._index_state(self._db)
         # The most recently active sessions are the likely next reads and writes: know their slots.
         for key, session_id, count in _rows(
             self._db,
@@ -451,17 +450,15 @@ class DuckDBSessionBackend(SessionBackend):
             self.optimize()
         self._lower_memory()
 
-    def _index_bounds(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-        """(merged_upto, last message id given out) as stored."""
+    def _index_state(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
+        """(merged_upto, last message id given out, scattered_rows, sorted_rows) as stored."""
         row = _first(
             cur,
-            "SELECT (SELECT max(merged_upto) FROM _index_state),"
-            " greatest((SELECT max(id) FROM messages), (SELECT max(message_id) FROM _dead_messages),"
-            " (SELECT max(merged_upto) FROM _index_state))",
+            "SELECT merged_upto, greatest((SELECT max(id) FROM messages), (SELECT max(message_id) FROM _dead_messages),"
+            " merged_upto), scattered_rows, sorted_rows FROM _index_state",
         )
         assert row is not None
-        merged = int(row[0] or 0)
-        return merged, max(int(row[1] or 0), merged, getattr(self, "_last_id", 0))
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     def optimize(self) -> None:
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
