@@ -10,6 +10,7 @@ from .models import (
     SEARCH_MESSAGES_LIMIT_DEFAULT,
     ChatMessage,
     InvalidArgument,
+    MessageFilters,
     MessageHit,
     MessagePage,
     SessionContext,
@@ -120,7 +121,7 @@ class SessionBackend(ABC):
         if not (query.keyword or "").strip():
             return self.list_sessions_with_metadata(limit=query.limit, agent_alias=agent_alias)
         best: dict[str, float] = {}
-        for hit in self.search_messages(query.keyword or "", limit=None, agent_alias=agent_alias):
+        for hit in self.search_messages(query.keyword or "", None, MessageFilters(agent_alias=agent_alias)):
             best[hit.session_key] = max(best.get(hit.session_key, 0.0), hit.score)
         found = [m for key in best if (m := self.get_session_metadata(key)) is not None]
         found.sort(key=lambda m: (best[m.key], m.last_activity or datetime.min.replace(tzinfo=UTC)), reverse=True)
@@ -139,22 +140,28 @@ class SessionBackend(ABC):
         self.clear_messages(session_key)
         return existed
 
-    def set_session_name(self, session_key: str, name: str) -> None:
-        """Set the human-readable name; empty clears it. No-op for backends that keep no names."""
+    def set_session_name(self, session_key: str, name: str) -> str | None:
+        """Set the human-readable name; empty clears it; return the name as stored. No-op (None) for backends
+        that keep no names."""
+        return None
 
     def get_session_name(self, session_key: str) -> str | None:
         """The human-readable name, if set."""
         return None
 
-    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> None:
-        """Record the agent that owns the session; empty clears it. No-op without attribution."""
+    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> str | None:
+        """Record the agent that owns the session; empty clears it; return the alias as stored. No-op (None)
+        without attribution."""
+        return None
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         """The agent the session is attributed to, if recorded."""
         return None
 
-    def set_session_context(self, session_key: str, context: SessionContext) -> None:
-        """Record channel / room / sender routing. No-op without routing columns."""
+    def set_session_context(self, session_key: str, context: SessionContext) -> SessionContext:
+        """Record channel / room / sender routing; return the routing as stored. No-op (nothing stored)
+        without routing columns."""
+        return SessionContext()
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         """Metadata of one session; this default derives it from load and stamps the times with now."""
@@ -170,8 +177,10 @@ class SessionBackend(ABC):
             agent_alias=self.get_session_agent_alias(session_key),
         )
 
-    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
-        """Set idle / running / error ...; turn_id names the current turn. No-op without state."""
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> SessionState:
+        """Set idle / running / error ...; turn_id names the current turn; return the state as stored.
+        No-op without state (the state asked for comes back, with no start time)."""
+        return SessionState(state=state, turn_id=turn_id)
 
     def get_session_state(self, session_key: str) -> SessionState | None:
         """The session's state; None if the backend does not track state."""
@@ -194,33 +203,28 @@ class SessionBackend(ABC):
         return MessagePage(messages=messages[start:stop], total=len(messages))
 
     def search_messages(
-        self,
-        query: str,
-        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
-        session_key: str | None = None,
-        agent_alias: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
     ) -> list[MessageHit]:
-        """Messages matching any word of query, best first; this default scans every session."""
-        from .terms import Analyzer, make_snippet
+        """Messages matching any word of query, best first, narrowed by filters; this default scans every session."""
+        from .snippets import make_snippet
+        from .terms import Analyzer
 
         analyzer = Analyzer.shared()
         wanted = set(analyzer.query_terms(query))
         if not wanted:
             return []
+        f = filters or MessageFilters()
         hits: list[tuple[float, int, MessageHit]] = []
-        keys = [session_key] if session_key is not None else self.list_sessions()
+        keys = [f.session_key] if f.session_key is not None else self.list_sessions()
         for order, key in enumerate(keys):
-            if agent_alias is not None and self.get_session_agent_alias(key) != agent_alias:
+            if f.agent_alias is not None and self.get_session_agent_alias(key) != f.agent_alias:
                 continue
             for message in self.load_with_timestamps(key):
-                if role is not None and message.role != role:
+                if f.role is not None and message.role != f.role:
                     continue
-                if since is not None and (message.created_at is None or message.created_at < since):
+                if f.since is not None and (message.created_at is None or message.created_at < f.since):
                     continue
-                if until is not None and (message.created_at is None or message.created_at > until):
+                if f.until is not None and (message.created_at is None or message.created_at > f.until):
                     continue
                 matched = wanted & set(analyzer.document_terms(message.content))
                 if matched:

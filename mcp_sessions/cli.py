@@ -17,6 +17,7 @@ import anyio
 from . import __version__, human
 from .backend import SessionBackend
 from .models import DEFAULT_MAX_CONTENT_BYTES, InvalidArgument, check_text
+from .paths import db_path
 from .scope import ScopedBackend
 
 if TYPE_CHECKING:
@@ -31,18 +32,6 @@ log = logging.getLogger("mcp_sessions")
 
 COMMANDS = ("serve", "schemas", "manifest", *human.COMMANDS)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def db_path(flag: str | None) -> str:
-    """The database path: --db, else $MCP_SESSIONS_DB, else the XDG data folder; parent folders are created."""
-    path = flag or os.environ.get("MCP_SESSIONS_DB")
-    if not path:
-        data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        path = str(Path(data_home) / "mcp-sessions" / "sessions.duckdb")
-    if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        path = str(Path(path).expanduser())
-    return path
 
 
 def _positive(text: str) -> int:
@@ -102,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.command in human.COMMANDS:
         sys.exit(human.run(options))
     if options.command == "manifest":
-        from .bundle import write_manifest
+        from .manifest import write_manifest
 
         sys.exit(write_manifest(Path(options.file), check=options.check))
     if options.command == "schemas":
@@ -115,11 +104,9 @@ def serve(options: argparse.Namespace) -> None:
     """Open the store, serve until stdin closes or a signal comes, close the store."""
     # Logs go to stderr: on stdio, stdout carries JSON-RPC and nothing else.
     logging.basicConfig(level=options.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    import duckdb
-
+    from .errors import StoreError
     from .relay import SharedBackend
     from .store.duckdb import DuckDBSessionBackend
-    from .store.errors import StoreReadOnly, StoreUnavailable
 
     store: DuckDBSessionBackend | SharedBackend
     try:
@@ -130,7 +117,7 @@ def serve(options: argparse.Namespace) -> None:
             # The first server on a file holds it; later ones relay to it (see relay.py). Even a --read-only
             # server holds the file for writing, so the servers it shares with can still write.
             store = SharedBackend(path, max_content_bytes=options.max_content_bytes)
-    except (StoreReadOnly, StoreUnavailable, duckdb.Error, OSError) as exc:
+    except (StoreError, OSError) as exc:
         sys.exit(f"mcp-sessions: cannot open the store: {exc}")
     # Imported once the store is open: the MCP SDK takes a second to import, and a held file must fail fast.
     from .server import build_server

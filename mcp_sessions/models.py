@@ -212,3 +212,15 @@ class MessagePage(BaseModel):
 
     messages: list[TimestampedMessage]
     total: int
+
+
+class MessageFilters(BaseModel):
+    """search_messages' narrowing arguments, one value from the tool to the store; None means no filter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_key: str | None = None
+    agent_alias: str | None = None
+    role: str | None = None
+    since: UtcTime = None
+    until: UtcTime = None

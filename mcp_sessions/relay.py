@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,44 +26,31 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from .backend import SessionBackend
-from .models import DEFAULT_MAX_CONTENT_BYTES, ChatMessage, InvalidArgument
-from .server import READ_ONLY_TOOLS
-from .store.duckdb import DuckDBSessionBackend
-from .store.errors import StoreLocked, StoreReadOnly, StoreUnavailable
+from .errors import StoreLocked, StoreReadOnly, StoreUnavailable
+from .models import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    SEARCH_MESSAGES_LIMIT_DEFAULT,
+    ChatMessage,
+    InvalidArgument,
+    MessageFilters,
+    MessageHit,
+    MessagePage,
+    SessionContext,
+    SessionMetadata,
+    SessionQuery,
+    SessionState,
+    TimestampedMessage,
+)
+from .store.duckdb import DuckDBSessionBackend, ImportMark
+from .tool_names import READ_ONLY_TOOLS, SETTERS, TOOLS
 
 log = logging.getLogger(__name__)
 
-# Every operation a relay forwards: the trait's, then ours beyond it.
-OPERATIONS = (
-    "load",
-    "append",
-    "remove_last",
-    "list_sessions",
-    "load_with_timestamps",
-    "update_last",
-    "list_sessions_with_metadata",
-    "compact",
-    "cleanup_stale",
-    "search",
-    "clear_messages",
-    "delete_session",
-    "set_session_name",
-    "get_session_name",
-    "set_session_agent_alias",
-    "get_session_agent_alias",
-    "set_session_context",
-    "get_session_metadata",
-    "set_session_state",
-    "get_session_state",
-    "list_running_sessions",
-    "list_stuck_sessions",
-    "load_page",
-    "search_messages",
-    "append_many",
-)
+# Every operation a relay forwards: the tools' (the trait's and search_messages), then load_page and append_many.
+OPERATIONS = (*TOOLS, "load_page", "append_many")
 # Calls that can be sent again after the holder vanished mid-call: reads (the read-only tools, and
 # load_page beneath load) and setters of a value.
-_RETRYABLE = READ_ONLY_TOOLS | {"load_page", "set_session_name", "set_session_agent_alias", "set_session_context"}
+_RETRYABLE = READ_ONLY_TOOLS | SETTERS | {"load_page"}
 _ERRORS: dict[str, type[Exception]] = {"InvalidArgument": InvalidArgument, "StoreReadOnly": StoreReadOnly}
 # How long a relay keeps trying to reach a holder, or become one, before a call fails.
 TAKEOVER_SECONDS = 10.0
@@ -81,15 +68,14 @@ def socket_path(db_path: str) -> Path:
     return folder / f"{digest}.sock"
 
 
-def _adapters(name: str) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]], TypeAdapter[Any]]:
-    """The operation's signature, an adapter per parameter, and one for its result."""
-    method = getattr(SessionBackend, name, None) or getattr(DuckDBSessionBackend, name)
+def _adapters(name: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapter[Any]]:
+    """An adapter per parameter of the operation, and one for its result, from the store's type hints."""
+    method = getattr(DuckDBSessionBackend, name)
     hints = typing.get_type_hints(method)
-    signature = inspect.signature(method)
-    params = {p: TypeAdapter(hints[p]) for p in signature.parameters if p != "self"}
+    params = {p: TypeAdapter(hints[p]) for p in inspect.signature(method).parameters if p != "self"}
     if name == "append_many":
         params["items"] = TypeAdapter(list[tuple[str, ChatMessage]])  # an Iterable would validate lazily
-    return signature, params, TypeAdapter(hints.get("return", type(None)))
+    return params, TypeAdapter(hints.get("return", type(None)))
 
 
 _SIGNATURES = {name: _adapters(name) for name in OPERATIONS}
@@ -139,7 +125,7 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             if self.closing:
                 # Not applied: the relay may send it again to whoever holds the store next.
                 return {"error": {"kind": "HolderClosing", "message": "the holder is closing"}}
-            _, params, _ = _SIGNATURES[name]
+            params, _ = _SIGNATURES[name]
             kwargs = {key: params[key].validate_python(value) for key, value in request["kwargs"].items()}
             result = getattr(self.backend, name)(**kwargs)
             return {"ok": to_jsonable_python(result)}
@@ -285,7 +271,7 @@ class SharedBackend(SessionBackend):
                 self._recover()
                 return self._call(name, kwargs)
             raise _ERRORS.get(error["kind"], StoreUnavailable)(error["message"])
-        return _SIGNATURES[name][2].validate_python(answer["ok"])
+        return _SIGNATURES[name][1].validate_python(answer["ok"])
 
     def _recover(self) -> None:
         """After the holder vanished: take the file over, or find who did."""
@@ -311,24 +297,85 @@ class SharedBackend(SessionBackend):
                 self._holder.disconnect()
         self._drop_channel()
 
+    # The operations, each sent to the holder (or run here while this process holds the file).
 
-def _forwarder(name: str) -> Callable[..., Any]:
-    signature = _SIGNATURES[name][0]
+    def load(self, session_key: str) -> list[ChatMessage]:
+        return self._call("load", {"session_key": session_key})
 
-    def forward(self: SharedBackend, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)
-        arguments = dict(bound.arguments)
-        arguments.pop("self")
-        if name == "append_many":
-            arguments["items"] = list(arguments["items"])
-        return self._call(name, arguments)
+    def append(self, session_key: str, message: ChatMessage) -> int:
+        return self._call("append", {"session_key": session_key, "message": message})
 
-    forward.__name__ = name
-    forward.__doc__ = getattr(SessionBackend, name, getattr(DuckDBSessionBackend, name)).__doc__
-    return forward
+    def remove_last(self, session_key: str) -> bool:
+        return self._call("remove_last", {"session_key": session_key})
 
+    def list_sessions(self) -> list[str]:
+        return self._call("list_sessions", {})
 
-for _name in OPERATIONS:
-    setattr(SharedBackend, _name, _forwarder(_name))
-# The four required operations are defined just above, after the class statement computed its abstract set.
-SharedBackend.__abstractmethods__ = frozenset()
+    def load_with_timestamps(self, session_key: str) -> list[TimestampedMessage]:
+        return self._call("load_with_timestamps", {"session_key": session_key})
+
+    def update_last(self, session_key: str, message: ChatMessage) -> bool:
+        return self._call("update_last", {"session_key": session_key, "message": message})
+
+    def list_sessions_with_metadata(
+        self, limit: int | None = None, offset: int = 0, agent_alias: str | None = None
+    ) -> list[SessionMetadata]:
+        arguments = {"limit": limit, "offset": offset, "agent_alias": agent_alias}
+        return self._call("list_sessions_with_metadata", arguments)
+
+    def compact(self, session_key: str) -> int:
+        return self._call("compact", {"session_key": session_key})
+
+    def cleanup_stale(self, ttl_hours: int) -> int:
+        return self._call("cleanup_stale", {"ttl_hours": ttl_hours})
+
+    def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
+        return self._call("search", {"query": query, "agent_alias": agent_alias})
+
+    def clear_messages(self, session_key: str) -> int:
+        return self._call("clear_messages", {"session_key": session_key})
+
+    def delete_session(self, session_key: str) -> bool:
+        return self._call("delete_session", {"session_key": session_key})
+
+    def set_session_name(self, session_key: str, name: str) -> str | None:
+        return self._call("set_session_name", {"session_key": session_key, "name": name})
+
+    def get_session_name(self, session_key: str) -> str | None:
+        return self._call("get_session_name", {"session_key": session_key})
+
+    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> str | None:
+        return self._call("set_session_agent_alias", {"session_key": session_key, "agent_alias": agent_alias})
+
+    def get_session_agent_alias(self, session_key: str) -> str | None:
+        return self._call("get_session_agent_alias", {"session_key": session_key})
+
+    def set_session_context(self, session_key: str, context: SessionContext) -> SessionContext:
+        return self._call("set_session_context", {"session_key": session_key, "context": context})
+
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        return self._call("get_session_metadata", {"session_key": session_key})
+
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> SessionState:
+        return self._call("set_session_state", {"session_key": session_key, "state": state, "turn_id": turn_id})
+
+    def get_session_state(self, session_key: str) -> SessionState | None:
+        return self._call("get_session_state", {"session_key": session_key})
+
+    def list_running_sessions(self) -> list[SessionMetadata]:
+        return self._call("list_running_sessions", {})
+
+    def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
+        return self._call("list_stuck_sessions", {"threshold_secs": threshold_secs})
+
+    def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
+        return self._call("load_page", {"session_key": session_key, "offset": offset, "limit": limit})
+
+    def search_messages(
+        self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
+    ) -> list[MessageHit]:
+        return self._call("search_messages", {"query": query, "limit": limit, "filters": filters})
+
+    def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
+        """Append many messages in one transaction of the holder's; return how many (see DuckDBSessionBackend)."""
+        return self._call("append_many", {"items": list(items), "marks": list(marks)})

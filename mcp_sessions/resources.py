@@ -12,8 +12,9 @@ from mcp.server.mcpserver.resources.templates import ResourceSecurity
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 
 from .backend import SessionBackend
-from .human import markdown_transcript
 from .models import InvalidArgument, check_session_key
+from .tool_names import READ_ONLY_TOOLS
+from .transcript import markdown_transcript
 
 RECENT_URI = "sessions://recent"
 SESSION_TEMPLATE = "session://{session_key}"
@@ -106,8 +107,6 @@ class _ChangeEvents:
         result = await call_next(ctx)
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return result
-        from .server import READ_ONLY_TOOLS
-
         params: dict[str, Any] = ctx.params  # pyright: ignore[reportUnknownVariableType]
         if params.get("name") in READ_ONLY_TOOLS or _is_error(result):
             return result

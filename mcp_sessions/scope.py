@@ -12,6 +12,7 @@ from .models import (
     SEARCH_MESSAGES_LIMIT_DEFAULT,
     ChatMessage,
     InvalidArgument,
+    MessageFilters,
     MessageHit,
     MessagePage,
     SessionContext,
@@ -147,32 +148,32 @@ class ScopedBackend(SessionBackend):
         with self._owned(session_key, create=False) as exists:
             return exists and self.inner.delete_session(session_key)
 
-    def set_session_name(self, session_key: str, name: str) -> None:
+    def set_session_name(self, session_key: str, name: str) -> str | None:
         with self._owned(session_key, create=True):
-            self.inner.set_session_name(session_key, name)
+            return self.inner.set_session_name(session_key, name)
 
     def get_session_name(self, session_key: str) -> str | None:
         return self.inner.get_session_name(session_key) if self._visible(session_key) else None
 
-    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> None:
+    def set_session_agent_alias(self, session_key: str, agent_alias: str) -> str | None:
         if agent_alias != self.agent_alias:
             raise InvalidArgument(f"agent_alias must be {self.agent_alias!r}, the agent this server serves")
         with self._owned(session_key, create=True):
-            self.inner.set_session_agent_alias(session_key, agent_alias)
+            return self.inner.set_session_agent_alias(session_key, agent_alias)
 
     def get_session_agent_alias(self, session_key: str) -> str | None:
         return self.agent_alias if self._visible(session_key) else None
 
-    def set_session_context(self, session_key: str, context: SessionContext) -> None:
+    def set_session_context(self, session_key: str, context: SessionContext) -> SessionContext:
         with self._owned(session_key, create=True):
-            self.inner.set_session_context(session_key, context)
+            return self.inner.set_session_context(session_key, context)
 
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
         return self._metadata(session_key)
 
-    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> None:
+    def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> SessionState:
         with self._owned(session_key, create=True):
-            self.inner.set_session_state(session_key, state, turn_id)
+            return self.inner.set_session_state(session_key, state, turn_id)
 
     def get_session_state(self, session_key: str) -> SessionState | None:
         return self.inner.get_session_state(session_key) if self._visible(session_key) else None
@@ -191,15 +192,9 @@ class ScopedBackend(SessionBackend):
         return self.inner.load_page(session_key, offset, limit)
 
     def search_messages(
-        self,
-        query: str,
-        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
-        session_key: str | None = None,
-        agent_alias: str | None = None,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
     ) -> list[MessageHit]:
-        if not self._narrow(agent_alias):
+        wanted = filters or MessageFilters()
+        if not self._narrow(wanted.agent_alias):
             return []
-        return self.inner.search_messages(query, limit, session_key, self.agent_alias, role, since, until)
+        return self.inner.search_messages(query, limit, wanted.model_copy(update={"agent_alias": self.agent_alias}))

@@ -7,7 +7,6 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-import duckdb
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
@@ -17,21 +16,21 @@ from pydantic import ConfigDict, WithJsonSchema
 
 from . import __version__
 from .backend import SessionBackend
+from .errors import StoreError
 from .models import (
     AgentAlias,
     ChatMessage,
     InvalidArgument,
     ListLimit,
     LoadLimit,
+    MessageFilters,
     Name,
     Offset,
     Role,
     SearchMessagesLimit,
     SessionContext,
     SessionKey,
-    SessionMetadata,
     SessionQuery,
-    SessionState,
     Since,
     State,
     ThresholdSecs,
@@ -65,56 +64,7 @@ from .results import (
     SetSessionStateResult,
     UpdateLastResult,
 )
-from .store.errors import StoreReadOnly, StoreUnavailable
-
-READ_ONLY_TOOLS = frozenset(
-    {
-        "load",
-        "load_with_timestamps",
-        "list_sessions",
-        "list_sessions_with_metadata",
-        "search",
-        "get_session_name",
-        "get_session_agent_alias",
-        "get_session_metadata",
-        "get_session_state",
-        "list_running_sessions",
-        "list_stuck_sessions",
-        "search_messages",
-    }
-)
-DESTRUCTIVE_TOOLS = frozenset(
-    {"remove_last", "update_last", "compact", "cleanup_stale", "clear_messages", "delete_session"}
-)
-# Write tools whose second identical call changes the store again: append adds another message,
-# remove_last takes another one, and set_session_state restarts turn_started_at of a running turn.
-REPEATING_TOOLS = frozenset({"append", "remove_last", "set_session_state"})
-
-TITLES = {
-    "load": "Load a session's messages",
-    "load_with_timestamps": "Load messages with times and positions",
-    "append": "Append a message",
-    "remove_last": "Remove the last message",
-    "update_last": "Replace the last message",
-    "list_sessions": "List session keys",
-    "list_sessions_with_metadata": "List sessions with metadata",
-    "compact": "Remove duplicate messages",
-    "cleanup_stale": "Delete stale sessions",
-    "search": "Search sessions",
-    "clear_messages": "Clear a session's messages",
-    "delete_session": "Delete a session",
-    "set_session_name": "Name a session",
-    "get_session_name": "Get a session's name",
-    "set_session_agent_alias": "Attribute a session to an agent",
-    "get_session_agent_alias": "Get a session's agent",
-    "set_session_context": "Set a session's routing context",
-    "get_session_metadata": "Get a session's metadata",
-    "set_session_state": "Set a session's run state",
-    "get_session_state": "Get a session's run state",
-    "list_running_sessions": "List running sessions",
-    "list_stuck_sessions": "List stuck sessions",
-    "search_messages": "Search past messages",
-}
+from .tool_names import DESTRUCTIVE_TOOLS, READ_ONLY_TOOLS, REPEATING_TOOLS, TITLES, TOOLS
 
 INSTRUCTIONS = (
     "Session memory for agents: conversations stored as sessions of messages, with live full-text search. "
@@ -212,8 +162,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
     def set_session_name(session_key: SessionKey, name: Name) -> SetSessionNameResult:
         """Set a session's human-readable name (creating the session if it is new); an empty name clears it.
         Returns {session_key, name}."""
-        backend.set_session_name(session_key, name)
-        return SetSessionNameResult(session_key=session_key, name=backend.get_session_name(session_key))
+        return SetSessionNameResult(session_key=session_key, name=backend.set_session_name(session_key, name))
 
     def get_session_name(session_key: SessionKey) -> GetSessionNameResult:
         """A session's human-readable name. Returns {name}: null when unset or the session is missing."""
@@ -222,8 +171,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
     def set_session_agent_alias(session_key: SessionKey, agent_alias: AgentAlias) -> SetSessionAgentAliasResult:
         """Record which agent owns a session (creating the session if it is new); an empty alias clears it.
         Returns {session_key, agent_alias}."""
-        backend.set_session_agent_alias(session_key, agent_alias)
-        alias = backend.get_session_agent_alias(session_key)
+        alias = backend.set_session_agent_alias(session_key, agent_alias)
         return SetSessionAgentAliasResult(session_key=session_key, agent_alias=alias)
 
     def get_session_agent_alias(session_key: SessionKey) -> GetSessionAgentAliasResult:
@@ -234,8 +182,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         """Record a session's routing context {channel_id, room_id, sender_id} (creating the session if it is
         new): a missing or null field keeps its stored value, an empty string clears it.
         Returns {session_key, channel_id, room_id, sender_id} as now stored."""
-        backend.set_session_context(session_key, context)
-        stored = backend.get_session_metadata(session_key) or SessionMetadata(key=session_key)
+        stored = backend.set_session_context(session_key, context)
         return SetSessionContextResult(
             session_key=session_key, channel_id=stored.channel_id, room_id=stored.room_id, sender_id=stored.sender_id
         )
@@ -251,8 +198,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         """Set a session's run state (idle, running, error, ...; creating the session if it is new) and the
         current turn_id. turn_started_at is set when the state is running and cleared otherwise.
         Returns {session_key, state: {state, turn_id, turn_started_at}}."""
-        backend.set_session_state(session_key, state, turn_id)
-        stored = backend.get_session_state(session_key) or SessionState(state=state, turn_id=turn_id)
+        stored = backend.set_session_state(session_key, state, turn_id)
         return SetSessionStateResult(session_key=session_key, state=stored)
 
     def get_session_state(session_key: SessionKey) -> GetSessionStateResult:
@@ -285,7 +231,8 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         Returns {hits: [{session_key, index, role, snippet, created_at, score}]}, best (highest score) first,
         at most limit (default 20, at most 200). To read the conversation around a hit, call load with its
         session_key and an offset a few messages before its index."""
-        hits = backend.search_messages(query, limit, session_key, agent_alias, role, since, until)
+        filters = MessageFilters(session_key=session_key, agent_alias=agent_alias, role=role, since=since, until=until)
+        hits = backend.search_messages(query, limit, filters)
         return SearchMessagesResult(hits=hits)
 
     operations = [
@@ -313,6 +260,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         list_stuck_sessions,
         search_messages,
     ]
+    assert tuple(fn.__name__ for fn in operations) == TOOLS, "one function per tool, in TOOLS' order"
     tools = [_tool(fn) for fn in operations if not read_only or fn.__name__ in READ_ONLY_TOOLS]
     server = MCPServer("mcp-sessions", version=__version__, instructions=INSTRUCTIONS, tools=tools)
     add_resources(server, backend)
@@ -380,7 +328,7 @@ def _tool_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except InvalidArgument as exc:
             raise ToolError(str(exc)) from exc
-        except (duckdb.Error, StoreReadOnly, StoreUnavailable, OSError) as exc:
+        except (StoreError, OSError) as exc:
             raise ToolError(f"the store could not {action}: {exc}") from exc
 
     return call

@@ -1,21 +1,16 @@
-"""Text to search terms: case and accent folding, Snowball stems, identifier parts, CJK bigrams, snippets."""
+"""Text to search terms: case and accent folding, Snowball stems, identifier parts, CJK bigrams."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
-import duckdb
-
-from . import pandas_absent  # noqa: F401  (before any query: see that module)
+from .stems import Stemmer
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +45,9 @@ _STEMMER_BY_SCRIPT = {"LATIN": "english", "CYRILLIC": "russian", "GREEK": "greek
 # Scripts whose combining marks are accents or vowel points (cafe finds café); elsewhere they are letters.
 _FOLD_MARKS = {"LATIN", "GREEK", "ARABIC", "HEBREW"}
 
-SNIPPET_CHARS = 300
 # A query's words beyond this many are ignored: each costs an index scan, and a pasted page of
 # text (or a hostile one) must not take seconds.
 MAX_QUERY_TERMS = 64
-_STEM_CACHE_MAX = 200_000
 
 
 _UNSPACED = re.compile("[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in _UNSPACED_RANGES) + "]+")
@@ -75,103 +68,6 @@ def term_id(term: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True
     )
-
-
-def fts_extension_path() -> Path:
-    """The fts extension file shipped by the duckdb-extension-fts wheel for this DuckDB version."""
-    version = duckdb.__version__
-    try:
-        import duckdb_extension_fts
-    except ImportError:
-        raise RuntimeError(
-            f"DuckDB's fts extension is missing: install the package duckdb-extension-fts=={version}"
-            f" (pip install 'duckdb-extension-fts=={version}')"
-        ) from None
-    path = Path(duckdb_extension_fts.__file__).parent / "extensions" / f"v{version}" / "fts.duckdb_extension"
-    if not path.exists():
-        raise RuntimeError(
-            f"duckdb-extension-fts does not match duckdb {version}: install duckdb-extension-fts=={version}"
-        )
-    return path
-
-
-# Words whose stems changed between Snowball releases, and ordinary ones: PyStemmer stands in for the fts
-# extension's stem() only when it gives these the very stems stem() gives (see Stemmer).
-_PROBES = {
-    "english": "added adding evening internal international interval lateral emergency emergencies dying lying"
-    " generously running relational hopefulness sensibility cats ponies agreed news skies proceed succeed",
-    "russian": "базы данных данными программирование программисты красивая бежать учительница",
-    "greek": "καλημερα αγαπητε προγραμματισμος προγραμματιστες βασεις δεδομενων",
-    "arabic": "المكتبات مكتبة الكتاب الكتب يكتبون كاتب مدرسة المدارس",
-}
-
-
-class Stemmer:
-    """Snowball stems, cached, as the fts extension's stem() gives them.
-
-    The extension is the reference; PyStemmer (the Snowball project's C library for Python) computes the same
-    stems without a DuckDB query per batch, and is used when its release gives exactly the extension's stems
-    on the probe words. Otherwise every stem comes from the extension, computed in batches on a private connection.
-    """
-
-    def __init__(self) -> None:
-        self._conn = duckdb.connect(":memory:")
-        try:
-            self._conn.execute(f"LOAD '{fts_extension_path()}'")
-        except duckdb.Error as exc:
-            raise RuntimeError(
-                f"DuckDB's fts extension could not be loaded ({exc}):"
-                f" install duckdb-extension-fts=={duckdb.__version__}"
-            ) from exc
-        self._cache: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-        self._native = self._native_stemmers()
-
-    def _native_stemmers(self) -> dict[str, Any]:
-        """PyStemmer's stemmer per language, if it agrees with the extension on every probe word."""
-        try:
-            import Stemmer as pystemmer  # PyStemmer
-        except ImportError:
-            return {}
-        native: dict[str, Any] = {}
-        for language, text in _PROBES.items():
-            words = text.split()
-            try:
-                stemmer = pystemmer.Stemmer(language)
-            except (KeyError, ValueError):
-                return {}
-            if stemmer.stemWords(words) != self._extension_stems(words, language):
-                log.warning("PyStemmer's %s stems differ from DuckDB's: stemming through DuckDB", language)
-                return {}
-            native[language] = stemmer
-        return native
-
-    def _extension_stems(self, words: list[str], language: str) -> list[str]:
-        # One JSON text, not a Python list: see store/params.py.
-        row = self._conn.execute(
-            "SELECT list_transform(from_json(?, '[\"VARCHAR\"]'), w -> stem(w, ?))",
-            [json.dumps(words, ensure_ascii=False), language],
-        ).fetchone()
-        assert row is not None
-        return list(row[0])
-
-    def stem_all(self, words: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """Stems of (word, language) pairs."""
-        wanted = set(words)
-        missing: dict[str, list[str]] = {}
-        for word, language in wanted:
-            if (word, language) not in self._cache:
-                missing.setdefault(language, []).append(word)
-        if missing:
-            with self._lock:  # a PyStemmer stemmer is not safe to share between threads
-                if len(self._cache) > _STEM_CACHE_MAX:
-                    self._cache.clear()
-                for language, batch in missing.items():
-                    native = self._native.get(language)
-                    stems = native.stemWords(batch) if native is not None else self._extension_stems(batch, language)
-                    self._cache.update(((w, language), s) for w, s in zip(batch, stems, strict=True))
-        cache = self._cache
-        return {pair: cache.get(pair) or pair[0] for pair in wanted}
 
 
 class Analyzer:
@@ -311,21 +207,3 @@ def _fold(word: str) -> str:
     elif script == "CYRILLIC":
         word = word.replace("ё", "е")
     return word
-
-
-def make_snippet(content: str, terms: set[str], analyzer: Analyzer) -> str:
-    """At most SNIPPET_CHARS of content around its first matching word, cut at spaces where it can."""
-    if len(content) <= SNIPPET_CHARS:
-        return content
-    span = analyzer.first_match(content, terms) or (0, 0)
-    start = max(0, min(span[0] - SNIPPET_CHARS // 3, len(content) - SNIPPET_CHARS))
-    end = start + SNIPPET_CHARS
-    if start > 0:
-        space = content.find(" ", start, span[0])
-        if space != -1 and space + 1 < span[0]:
-            start = space + 1
-    if end < len(content):
-        space = content.rfind(" ", max(span[1], start), end)
-        if space > span[1]:
-            end = space
-    return content[start:end]

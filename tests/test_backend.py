@@ -8,7 +8,7 @@ import pytest
 
 from mcp_sessions.backend import SessionBackend
 from mcp_sessions.memory import MemorySessionBackend
-from mcp_sessions.models import ChatMessage, InvalidArgument, SessionQuery
+from mcp_sessions.models import ChatMessage, InvalidArgument, MessageFilters, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 
@@ -46,7 +46,7 @@ def test_reads_of_a_missing_session_do_not_create_it(backend: SessionBackend) ->
     backend.load_with_timestamps("nope")
     backend.load_page("nope", offset=3)
     backend.get_session_metadata("nope")
-    backend.search_messages("hello", session_key="nope")
+    backend.search_messages("hello", filters=MessageFilters(session_key="nope"))
     assert backend.list_sessions() == []
     assert backend.get_session_metadata("nope") is None
 
@@ -60,7 +60,18 @@ def test_append_then_load_returns_the_messages_in_order(backend: SessionBackend)
 
 @pytest.mark.parametrize(
     "content",
-    ["", " ", "  padded  ", "line\nbreak\r\n", "tab\there", "😀 emoji", "Grüße, Straße", "東京都", "a\x00b", "x" * 10_000],
+    [
+        "",
+        " ",
+        "  padded  ",
+        "line\nbreak\r\n",
+        "tab\there",
+        "😀 emoji",
+        "Grüße, Straße",
+        "東京都",
+        "a\x00b",
+        "x" * 10_000,
+    ],
 )
 def test_append_keeps_content_exactly(backend: SessionBackend, content: str) -> None:
     backend.append("k", msg(content))
@@ -296,7 +307,7 @@ def test_delete_session_returns_true_if_it_existed_and_removes_its_messages(back
     assert backend.delete_session("k") is True
     assert backend.load("k") == []
     assert backend.load_page("k").total == 0
-    assert backend.search_messages("a", session_key="k") == []
+    assert backend.search_messages("a", filters=MessageFilters(session_key="k")) == []
     assert backend.load("other") == [msg("c")]
 
 
@@ -397,11 +408,15 @@ def test_search_messages_filters_by_session_and_role(backend: SessionBackend) ->
     backend.append("a", msg("needle", "user"))
     backend.append("a", msg("needle", "assistant"))
     backend.append("b", msg("needle", "user"))
-    assert sorted((h.session_key, h.index) for h in backend.search_messages("needle", session_key="a")) == [
+    assert sorted(
+        (h.session_key, h.index) for h in backend.search_messages("needle", filters=MessageFilters(session_key="a"))
+    ) == [
         ("a", 0),
         ("a", 1),
     ]
-    assert sorted((h.session_key, h.index) for h in backend.search_messages("needle", role="user")) == [
+    assert sorted(
+        (h.session_key, h.index) for h in backend.search_messages("needle", filters=MessageFilters(role="user"))
+    ) == [
         ("a", 0),
         ("b", 0),
     ]

@@ -16,7 +16,11 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node's npx")]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node's npx"),
+]
 
 
 def _dependencies() -> list[str]:

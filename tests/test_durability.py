@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from tool_calls import call, message, refused
 
 from mcp_sessions.models import ChatMessage
-from mcp_sessions.store.duckdb import CHECKPOINT_WAL_BYTES, DuckDBSessionBackend
+from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(sys.platform != "linux", reason="needs /proc, tmpfs and signals")]
 
@@ -310,17 +310,17 @@ async def test_a_checkpoint_failing_after_a_durable_commit_is_not_a_failed_write
 ) -> None:
     disk = mount_tmpfs("200m")
     db = str(disk / "checkpoint.duckdb")
-    # Our checkpoint runs after every 64th write once the log has passed CHECKPOINT_WAL_BYTES.
+    # Our checkpoint runs after every 64th write once the log has passed Tuning.checkpoint_wal_bytes.
     bulk = [message(f"bulk {code(n)} " + "lorem ipsum " * 630_000) for n in range(9)]
     small = [message(f"small write {code(100 + n)}") for n in range(130)]
-    assert sum(len(m["content"]) for m in bulk) > CHECKPOINT_WAL_BYTES
+    assert sum(len(m["content"]) for m in bulk) > Tuning.checkpoint_wal_bytes
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as errlog:
         with anyio.fail_after(120):
             async with serve(db, errlog, "--max-content-bytes", str(8 << 20)) as client:
                 for m in bulk + small[:54]:
                     await call(client, "append", {"session_key": "big", "message": m})
-                assert Path(db + ".wal").stat().st_size >= CHECKPOINT_WAL_BYTES
+                assert Path(db + ".wal").stat().st_size >= Tuning.checkpoint_wal_bytes
                 # Room for the 64th commit in the log, none for the checkpoint after it.
                 filler = fill(disk, room=1 << 20)
                 result = await call(client, "append", {"session_key": "small", "message": small[54]})
@@ -337,7 +337,7 @@ async def test_a_checkpoint_failing_after_a_durable_commit_is_not_a_failed_write
                 filler.unlink()
                 for m in small[56:118]:
                     await call(client, "append", {"session_key": "small", "message": m})
-                assert Path(db + ".wal").stat().st_size >= CHECKPOINT_WAL_BYTES
+                assert Path(db + ".wal").stat().st_size >= Tuning.checkpoint_wal_bytes
                 await call(client, "append", {"session_key": "small", "message": small[118]})
                 assert not Path(db + ".wal").exists() or Path(db + ".wal").stat().st_size < 1 << 20
                 assert await stored(client, "small") == small[54:119]

@@ -12,8 +12,9 @@ import duckdb
 import pytest
 
 from mcp_sessions.cli import main
-from mcp_sessions.human import IMPORT_BATCH, export_file_name
-from mcp_sessions.models import ChatMessage
+from mcp_sessions.export_files import export_file_name
+from mcp_sessions.import_jsonl import IMPORT_BATCH
+from mcp_sessions.models import ChatMessage, MessageFilters
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 
@@ -405,5 +406,5 @@ def test_import_of_100k_messages_shows_progress_and_is_searchable(tmp_path: Path
     with DuckDBSessionBackend(db_path) as store:
         assert len(store.list_sessions()) == 100
         assert sum(m.message_count for m in store.list_sessions_with_metadata()) == 100_000
-        hits = store.search_messages("budget", limit=5, session_key="session-009")
+        hits = store.search_messages("budget", limit=5, filters=MessageFilters(session_key="session-009"))
         assert hits and all(h.session_key == "session-009" for h in hits)

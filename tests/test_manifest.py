@@ -15,7 +15,8 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
-from mcp_sessions.bundle import render, serve_flags
+from mcp_sessions.bundle import serve_flags
+from mcp_sessions.manifest import render
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.server import build_server
 

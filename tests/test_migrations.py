@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from mcp_sessions.errors import StoreReadOnly
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.store import migrations
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
-from mcp_sessions.store.errors import StoreReadOnly
 from mcp_sessions.store.postings import index_messages
 
 

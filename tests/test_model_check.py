@@ -6,12 +6,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import mcp_sessions.store.search as search_module
 from mcp_sessions.memory import MemorySessionBackend
-from mcp_sessions.models import ChatMessage, SessionQuery
-from mcp_sessions.store.duckdb import DuckDBSessionBackend
+from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery
+from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
-DEFAULT_SCORING_MAX = search_module.PYTHON_SCORING_MAX
 KEYS = st.sampled_from(["a", "b", "c"])
 ROLES = st.sampled_from(["user", "assistant"])
 # A small alphabet so duplicates (for compact) and shared words (for search) are common.
@@ -37,12 +35,14 @@ LIMITS = st.one_of(st.none(), st.integers(min_value=1, max_value=8), st.integers
 
 
 class StoreMatchesModel(RuleBasedStateMachine):
-    """Every rule runs on both backends; results must agree."""
+    """Every rule runs on both backends; results must agree. Rare terms are scored in Python here."""
+
+    tuning = Tuning()
 
     def __init__(self) -> None:
         super().__init__()
         self.model = MemorySessionBackend()
-        self.store = DuckDBSessionBackend(":memory:")
+        self.store = DuckDBSessionBackend(":memory:", tuning=self.tuning)
         # Sessions that exist in the store: the trait default delete_session cannot forget a key,
         # so the model's own list keeps deleted keys and this set says which are really there.
         self.existing: set[str] = set()
@@ -54,19 +54,12 @@ class StoreMatchesModel(RuleBasedStateMachine):
         self.existing = set()
 
     def teardown(self) -> None:
-        search_module.PYTHON_SCORING_MAX = DEFAULT_SCORING_MAX
         self.store.close()
 
     @rule()
     def merge(self) -> None:
-        # What upkeep does every MERGE_MESSAGES messages: recent postings move to the term-sorted table.
-        with self.store._write_lock:
-            self.store._merge_recent(self.store._cursor())
-
-    @rule(python=st.booleans())
-    def scoring_path(self, python: bool) -> None:
-        # Rare terms are scored in Python, frequent ones in SQL: both must find the same messages.
-        search_module.PYTHON_SCORING_MAX = DEFAULT_SCORING_MAX if python else -1
+        # What upkeep does every merge_messages messages: recent postings move to the term-sorted table.
+        self.store.merge()
 
     @rule(words=st.lists(st.sampled_from(WORDS), min_size=2, max_size=3, unique=True))
     def search_sessions(self, words: list[str]) -> None:
@@ -128,8 +121,8 @@ class StoreMatchesModel(RuleBasedStateMachine):
 
     @rule(word=st.sampled_from(WORDS), key=st.one_of(st.none(), KEYS), role=st.one_of(st.none(), ROLES))
     def search_messages(self, word: str, key: str | None, role: str | None) -> None:
-        expected = self.model.search_messages(word, limit=None, session_key=key, role=role)
-        got = self.store.search_messages(word, limit=None, session_key=key, role=role)
+        expected = self.model.search_messages(word, limit=None, filters=MessageFilters(session_key=key, role=role))
+        got = self.store.search_messages(word, limit=None, filters=MessageFilters(session_key=key, role=role))
         assert sorted((h.session_key, h.index, h.role) for h in got) == sorted(
             (h.session_key, h.index, h.role) for h in expected
         )
@@ -161,11 +154,19 @@ class StoreMatchesModel(RuleBasedStateMachine):
         assert got == expected, word
 
 
-StoreMatchesModel.TestCase.settings = settings(
-    max_examples=50,
-    stateful_step_count=30,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+class SqlScoredStoreMatchesModel(StoreMatchesModel):
+    """The same, with every search scored in one SQL aggregate (the path of frequent terms)."""
+
+    tuning = Tuning(python_scoring_max=-1)
+
+
+for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel):
+    machine.TestCase.settings = settings(
+        max_examples=30,
+        stateful_step_count=30,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 TestStoreMatchesModel = StoreMatchesModel.TestCase
+TestSqlScoredStoreMatchesModel = SqlScoredStoreMatchesModel.TestCase

@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
-import mcp_sessions.store.duckdb as store_module
-import mcp_sessions.store.search as search_module
-from mcp_sessions.models import ChatMessage, SessionQuery
-from mcp_sessions.store.duckdb import DuckDBSessionBackend
+from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery
+from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
 
 def msg(content: str, role: str = "user") -> ChatMessage:
     return ChatMessage(role=role, content=content)
 
 
-def hits(backend: DuckDBSessionBackend, query: str, **filters: object) -> list[tuple[str, int]]:
-    return [(h.session_key, h.index) for h in backend.search_messages(query, limit=200, **filters)]  # type: ignore[arg-type]
+def hits(backend: DuckDBSessionBackend, query: str, **filters: Any) -> list[tuple[str, int]]:
+    return [(h.session_key, h.index) for h in backend.search_messages(query, 200, MessageFilters(**filters))]
 
 
-def found(backend: DuckDBSessionBackend, query: str, **filters: object) -> set[tuple[str, int]]:
+def found(backend: DuckDBSessionBackend, query: str, **filters: Any) -> set[tuple[str, int]]:
     return set(hits(backend, query, **filters))
 
 
@@ -35,16 +36,14 @@ def sessions(backend: DuckDBSessionBackend, keyword: str | None, limit: int = 50
 
 
 @pytest.fixture(params=["python-recent", "sql-recent", "python-merged", "sql-merged"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[DuckDBSessionBackend]:
+def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
     """Every test here runs on both scoring paths (rare terms in Python, many in SQL), with postings read
     from the messages' own lists (no merge yet) and from the term-sorted table (a merge after each write)."""
     scoring, postings = request.param.split("-")
-    if scoring == "sql":
-        monkeypatch.setattr(search_module, "PYTHON_SCORING_MAX", -1)
+    tuning = Tuning(python_scoring_max=-1 if scoring == "sql" else Tuning.python_scoring_max)
     if postings == "merged":
-        monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
-        monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
-    store = DuckDBSessionBackend(":memory:")
+        tuning = replace(tuning, merge_messages=1, merge_in_background=False)
+    store = DuckDBSessionBackend(":memory:", tuning=tuning)
     yield store
     store.close()
 
@@ -152,13 +151,12 @@ def test_visibility_holds_after_optimize(backend: DuckDBSessionBackend) -> None:
     assert hits(backend, "jackfruit") == [("a", 1)]
 
 
-def test_visibility_holds_across_merges_of_recent_postings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 1)
-    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
+def test_visibility_holds_across_merges_of_recent_postings(tmp_path: Path) -> None:
+    tuning = Tuning(merge_messages=1, merge_in_background=False)
     path = tmp_path / "merge.duckdb"
     live: dict[str, tuple[str, int]] = {}
     dead: list[str] = []
-    with DuckDBSessionBackend(path) as backend:
+    with DuckDBSessionBackend(path, tuning=tuning) as backend:
         for i in range(70):  # past the 64 writes after which upkeep merges
             key = f"s{i % 7}"
             backend.append(key, msg(f"word{i} shared"))
@@ -488,7 +486,7 @@ def test_hostile_query_never_raises_and_leaves_the_store_intact(backend: DuckDBS
     backend.append("c", msg("please drop table messages where 1=1"))
     before = ([backend.load_with_timestamps(k) for k in "abc"], backend.list_sessions_with_metadata())
     backend.search_messages(query)
-    backend.search_messages(query, session_key="a", role="user")
+    backend.search_messages(query, filters=MessageFilters(session_key="a", role="user"))
     backend.search(SessionQuery(keyword=query))
     after = ([backend.load_with_timestamps(k) for k in "abc"], backend.list_sessions_with_metadata())
     assert after == before
@@ -638,12 +636,9 @@ def test_hit_index_loads_the_message(backend: DuckDBSessionBackend) -> None:
     assert sorted(h.index for h in backend.search_messages("needle")) == [4, 17, 29]
 
 
-def test_searches_find_every_message_while_merges_run_in_the_background(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_searches_find_every_message_while_merges_run_in_the_background(tmp_path: Path) -> None:
     # Small merges, on the merging thread, racing appends and searches from two more threads.
-    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 5)
-    with DuckDBSessionBackend(tmp_path / "bg.duckdb") as backend:
+    with DuckDBSessionBackend(tmp_path / "bg.duckdb", tuning=Tuning(merge_messages=5)) as backend:
         errors: list[str] = []
         written: list[int] = []
 
@@ -668,12 +663,13 @@ def test_searches_find_every_message_while_merges_run_in_the_background(
         for t in threads:
             t.join()
         assert errors == []
-        assert backend._merger is not None
-        backend._merge_wanted.set()
+        index = backend._index
+        assert index._merger is not None, "merges ran on their own thread"
+        index._merge_wanted.set()
         deadline = time.monotonic() + 10
-        while backend._last_id - backend._merged_upto >= 5 and time.monotonic() < deadline:
+        while index.last_id - index.merged_upto >= 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert backend._merged_upto >= 295
+        assert index.merged_upto >= 295
         assert len(backend.search_messages("shared", limit=None)) == 300
         assert len(backend.search(SessionQuery(keyword="shared", limit=10))) == 4
 
@@ -685,35 +681,25 @@ def test_a_word_said_more_often_ranks_higher_in_every_postings_place(backend: Du
     backend.append("long", msg("epsilon " * 3000 + "alpha"))
     assert [h.session_key for h in backend.search_messages("alpha")][:2] == ["thrice", "once"]
     assert hits(backend, "epsilon") == [("long", 0)]
-    with backend._write_lock:
-        (length,) = backend._cursor().execute("SELECT max(length(coalesce(terms, ''))) FROM messages").fetchone()
+    with backend._conn.write_lock:
+        (length,) = backend._conn.cursor().execute("SELECT max(length(coalesce(terms, ''))) FROM messages").fetchone()
     assert length < 200, "a repeated word is written once with its count"
 
 
-def test_live_appends_get_their_scattered_postings_sorted_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Small merges make runs that span every term; once they weigh, the merge thread optimizes.
-    monkeypatch.setattr(store_module, "MERGE_MESSAGES", 3)
-    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
-    monkeypatch.setattr(store_module, "SCATTERED_MIN_ROWS", 20)
-    with DuckDBSessionBackend(tmp_path / "live.duckdb") as backend:
-        optimized = 0
-        real = backend.optimize
-
-        def counting() -> None:
-            nonlocal optimized
-            optimized += 1
-            real()
-
-        monkeypatch.setattr(backend, "optimize", counting)
+def test_live_appends_get_their_scattered_postings_sorted_in(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Small merges make runs that span every term; once they weigh, the merge optimizes.
+    tuning = Tuning(merge_messages=3, merge_in_background=False, scattered_min_rows=20)
+    caplog.set_level(logging.INFO, logger="mcp_sessions.store.live_index")
+    with DuckDBSessionBackend(tmp_path / "live.duckdb", tuning=tuning) as backend:
         for i in range(60):
             backend.append(f"s{i % 5}", msg(f"alpha beta word{i}"))
             if i == 30:
                 backend.remove_last("s0")
-        assert optimized >= 2
-        assert backend._scattered <= 20
+        assert sum("optimizing the index" in r.getMessage() for r in caplog.records) >= 2
+        assert backend._index.scattered <= 20
         assert len(backend.search_messages("alpha", limit=None)) == 59
         assert hits(backend, "word30") == []
         assert hits(backend, "word59") == [("s4", 11)]
     with DuckDBSessionBackend(tmp_path / "live.duckdb") as again:  # the counts survive a restart
-        assert again._sorted_rows > 0
-        assert again._scattered == backend._scattered
+        assert again._index.sorted_rows > 0
+        assert again._index.scattered == backend._index.scattered

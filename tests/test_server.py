@@ -13,8 +13,9 @@ from tool_calls import call, message, refused
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.models import ChatMessage, InvalidArgument, SessionContext, SessionQuery
 from mcp_sessions.scope import ScopedBackend
-from mcp_sessions.server import READ_ONLY_TOOLS, build_server
+from mcp_sessions.server import build_server
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
+from mcp_sessions.tool_names import READ_ONLY_TOOLS
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,8 @@ from mcp.client.stdio import StdioServerParameters
 from tool_calls import message
 
 from mcp_sessions.models import ChatMessage
-from mcp_sessions.server import READ_ONLY_TOOLS
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
+from mcp_sessions.tool_names import READ_ONLY_TOOLS
 
 pytestmark = pytest.mark.anyio
 

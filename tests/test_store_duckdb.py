@@ -14,9 +14,17 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mcp_sessions.models import ChatMessage, InvalidArgument, SessionContext, SessionMetadata, SessionQuery
-from mcp_sessions.store.duckdb import DuckDBSessionBackend
-from mcp_sessions.store.errors import StoreLocked, StoreReadOnly
+from mcp_sessions.errors import StoreFailure, StoreLocked, StoreReadOnly
+from mcp_sessions.models import (
+    ChatMessage,
+    InvalidArgument,
+    MessageFilters,
+    SessionContext,
+    SessionMetadata,
+    SessionQuery,
+)
+from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
+from mcp_sessions.store.writes import Writer
 
 
 @pytest.fixture
@@ -81,7 +89,7 @@ READS: dict[str, Callable[[DuckDBSessionBackend, str], object]] = {
     "get_session_agent_alias": lambda b, k: b.get_session_agent_alias(k),
     "get_session_metadata": lambda b, k: b.get_session_metadata(k),
     "get_session_state": lambda b, k: b.get_session_state(k),
-    "search_messages": lambda b, k: b.search_messages("x", session_key=k),
+    "search_messages": lambda b, k: b.search_messages("x", filters=MessageFilters(session_key=k)),
     "search": lambda b, k: b.search(SessionQuery(keyword=k)),
     "remove_last": lambda b, k: b.remove_last(k),
     "update_last": lambda b, k: b.update_last(k, msg("x")),
@@ -687,13 +695,13 @@ def test_optimize_keeps_every_result(backend: DuckDBSessionBackend) -> None:
 def test_load_page_reads_the_true_count_when_the_remembered_one_is_wrong(backend: DuckDBSessionBackend) -> None:
     for i in range(70):
         backend.append("k", ChatMessage(role="user", content=f"m{i}"))
-    real = backend._slots["k"]
+    real = backend._writer.slots["k"]
     for wrong in (real._replace(count=3), real._replace(count=500), real._replace(session_id=real.session_id + 99)):
-        backend._slots["k"] = wrong
+        backend._writer.slots["k"] = wrong
         page = backend.load_page("k", offset=-20)
         assert page.total == 70
         assert [m.content for m in page.messages] == [f"m{i}" for i in range(50, 70)]
-    backend._slots.clear()
+    backend._writer.slots.clear()
     assert backend.load_page("k", offset=65, limit=2).messages[1].content == "m66"
     assert backend.load_page("gone").total == 0
 
@@ -703,8 +711,8 @@ def test_update_last_with_a_wrong_remembered_last_message_still_replaces_the_las
 ) -> None:
     backend.append("k", ChatMessage(role="user", content="first"))
     backend.append("k", ChatMessage(role="user", content="second"))
-    slot = backend._slots["k"]
-    backend._slots["k"] = slot._replace(last_id=(slot.last_id or 0) + 1000)
+    slot = backend._writer.slots["k"]
+    backend._writer.slots["k"] = slot._replace(last_id=(slot.last_id or 0) + 1000)
     assert backend.update_last("k", ChatMessage(role="assistant", content="replaced"))
     assert [m.content for m in backend.load("k")] == ["first", "replaced"]
     assert [h.index for h in backend.search_messages("replaced")] == [1]
@@ -714,12 +722,8 @@ def test_update_last_with_a_wrong_remembered_last_message_still_replaces_the_las
 # Bulk appends: chunk by chunk, each chunk indexed while the one before is inserted.
 
 
-def test_bulk_append_in_many_chunks_keeps_order_counts_and_search(
-    backend: DuckDBSessionBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mcp_sessions.store.duckdb as store_module
-
-    monkeypatch.setattr(store_module, "_INSERT_CHUNK", 3)
+def test_bulk_append_in_many_chunks_keeps_order_counts_and_search() -> None:
+    backend = DuckDBSessionBackend(":memory:", tuning=Tuning(insert_chunk=3))
     backend.append("a", ChatMessage(role="user", content="before"))
     batch = [(f"{'ab'[i % 2]}", ChatMessage(role="user", content=f"bulk{i} shared")) for i in range(20)]
     assert backend.append_many(batch) == 20
@@ -730,48 +734,56 @@ def test_bulk_append_in_many_chunks_keeps_order_counts_and_search(
     assert backend.append("b", ChatMessage(role="user", content="after")) == 11
 
 
-def test_bulk_append_failing_in_a_later_chunk_writes_nothing(
-    backend: DuckDBSessionBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mcp_sessions.store.duckdb as store_module
-
-    monkeypatch.setattr(store_module, "_INSERT_CHUNK", 3)
+def test_bulk_append_failing_in_a_later_chunk_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = DuckDBSessionBackend(":memory:", tuning=Tuning(insert_chunk=3))
     backend.append("a", ChatMessage(role="user", content="kept"))
     calls = 0
-    original = DuckDBSessionBackend._insert_messages
+    original = Writer.insert_messages
 
-    def fail_third(self: DuckDBSessionBackend, cur: duckdb.DuckDBPyConnection, rows: list) -> list:  # type: ignore[type-arg]
+    def fail_third(self: Writer, cur: duckdb.DuckDBPyConnection, rows: list) -> list:  # type: ignore[type-arg]
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == 3:  # a fault injected where only a broken disk would fail
             raise duckdb.IOException("disk went away")
         return original(self, cur, rows)
 
-    monkeypatch.setattr(DuckDBSessionBackend, "_insert_messages", fail_third)
-    with pytest.raises(duckdb.IOException):
+    monkeypatch.setattr(Writer, "insert_messages", fail_third)
+    with pytest.raises(StoreFailure, match="disk went away"):
         backend.append_many([("a", ChatMessage(role="user", content=f"lost{i}")) for i in range(12)])
-    monkeypatch.setattr(DuckDBSessionBackend, "_insert_messages", original)
+    monkeypatch.setattr(Writer, "insert_messages", original)
     assert [m.content for m in backend.load("a")] == ["kept"]
     assert backend.search_messages("lost3") == []
     assert backend.append("a", ChatMessage(role="user", content="next")) == 2
 
 
-def test_memory_limit_is_raised_for_a_bulk_append_and_lowered_after_its_merge(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mcp_sessions.store.duckdb as store_module
+def test_memory_limit_is_raised_for_a_bulk_append_and_lowered_after_its_merge(db_path: str) -> None:
+    tuning = Tuning(merge_in_background=False, insert_chunk=500, memory_limit="100MB", bulk_memory_limit="1GB")
+    with DuckDBSessionBackend(db_path, tuning=tuning) as backend:
+        seen: set[str] = set()
+        done = threading.Event()
 
-    monkeypatch.setattr(store_module, "MERGE_IN_BACKGROUND", False)
-    with DuckDBSessionBackend(db_path) as backend:
+        def limit(cur: duckdb.DuckDBPyConnection) -> str:
+            return cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
-        def limit() -> str:
-            return backend._db.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        def watch() -> None:  # the setting is the database's: another connection sees it change
+            cur = backend._conn.db.cursor()
+            while not done.is_set():
+                seen.add(limit(cur))
+                time.sleep(0.001)
+            cur.close()
 
-        serving = limit()
-        backend.append_many([(f"s{i % 9}", ChatMessage(role="user", content=f"m{i} word")) for i in range(5000)])
-        assert backend._merged_upto == backend._last_id, "the bulk append was merged"
-        assert limit() == serving
-        assert not backend._memory_raised
+        serving = limit(backend._conn.db.cursor())
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            backend.append_many([(f"s{i % 9}", ChatMessage(role="user", content=f"m{i} word")) for i in range(30_000)])
+        finally:
+            done.set()
+            watcher.join()
+        assert seen - {serving}, f"the limit stayed at {serving} during the bulk append"
+        assert backend._index.merged_upto == backend._index.last_id, "the bulk append was merged"
+        assert limit(backend._conn.db.cursor()) == serving
+        assert not backend._conn.memory_raised
         backend.optimize()
-        assert limit() == serving
-        assert len(backend.search_messages("word", limit=None)) == 5000
+        assert limit(backend._conn.db.cursor()) == serving
+        assert len(backend.search_messages("word", limit=None)) == 30_000

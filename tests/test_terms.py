@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_sessions.terms import SNIPPET_CHARS, Analyzer, make_snippet, term_id
+from mcp_sessions.snippets import SNIPPET_CHARS, make_snippet
+from mcp_sessions.terms import Analyzer, term_id
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +207,14 @@ def test_snippet_centres_on_the_first_match(analyzer: Analyzer) -> None:
 def test_pystemmer_is_used_only_as_a_faster_copy_of_the_extensions_stems() -> None:
     from pathlib import Path
 
-    from mcp_sessions.terms import _TOKEN, Stemmer
+    from mcp_sessions.stems import PROBES, Stemmer
+    from mcp_sessions.store.fts import ExtensionStems
+    from mcp_sessions.terms import _TOKEN
 
+    extension = ExtensionStems()
+    # The recorded stems PyStemmer is checked against are the extension's own.
+    for language, (probes, stems) in PROBES.items():
+        assert extension(probes.split(), language) == stems.split(), language
     stemmer = Stemmer()
     assert set(stemmer._native) == {"english", "russian", "greek", "arabic"}, "PyStemmer==2.2.0.3 agrees"
     # Every word of this repository's docs and code, stemmed both ways.
@@ -221,14 +228,10 @@ def test_pystemmer_is_used_only_as_a_faster_copy_of_the_extensions_stems() -> No
     )
     words = [w for w in words if w.isalpha() and w.isascii()]
     assert len(words) > 1000
-    assert stemmer._native["english"].stemWords(words) == stemmer._extension_stems(words, "english")
+    assert stemmer._native["english"].stemWords(words) == extension(words, "english")
 
 
-def test_stems_are_the_same_without_pystemmer(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mcp_sessions.terms import Analyzer, Stemmer
-
-    text = "Added the evening's internal intervals; programmers were running базы данных, καλημέρα, المكتبات"
-    native = Analyzer(Stemmer()).document_terms(text)
+def without_pystemmer(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -239,6 +242,23 @@ def test_stems_are_the_same_without_pystemmer(monkeypatch: pytest.MonkeyPatch) -
         return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(builtins, "__import__", no_pystemmer)
-    fallback = Stemmer()
+
+
+def test_stems_are_the_same_without_pystemmer_through_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_sessions.stems import Stemmer
+    from mcp_sessions.store.fts import ExtensionStems
+
+    text = "Added the evening's internal intervals; programmers were running базы данных, καλημέρα, المكتبات"
+    native = Analyzer(Stemmer()).document_terms(text)
+    without_pystemmer(monkeypatch)
+    fallback = Stemmer(fallback=ExtensionStems())
     assert fallback._native == {}
     assert Analyzer(fallback).document_terms(text) == native
+
+
+def test_without_pystemmer_or_a_fallback_stemming_refuses_to_guess(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_sessions.stems import Stemmer
+
+    without_pystemmer(monkeypatch)
+    with pytest.raises(RuntimeError, match="PyStemmer==2.2.0.3"):
+        Stemmer()

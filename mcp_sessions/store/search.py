@@ -8,30 +8,14 @@ Python when the terms are rare (a few rows fetched beat a planned aggregate), in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
-
+from .. import bm25
+from ..models import MessageFilters
 from ..terms import term_id
 from .postings import holds_sql, tf_sql
-
-K1 = 1.2
-B = 0.75
-# Up to this many postings in all, rows are fetched and scored in Python.
-PYTHON_SCORING_MAX = 2_000
-
-
-@dataclass(frozen=True)
-class Filters:
-    """search_messages' narrowing arguments; None means no filter."""
-
-    session_key: str | None = None
-    agent_alias: str | None = None
-    role: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+from .sql import Cursor
 
 
 @dataclass(frozen=True)
@@ -44,6 +28,8 @@ class Corpus:
     dead_ids: set[int] | None  # the masked message ids, None when too many to keep in memory
     docs: int
     avgdl: float
+    # Up to this many postings in all, rows are fetched and scored in Python (see Tuning).
+    python_scoring_max: int
 
 
 def _literal(value: float) -> str:
@@ -99,11 +85,7 @@ def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
     return " UNION ALL ".join(branches)
 
 
-def _idf(df: int, docs: int) -> float:
-    return math.log(1 + (max(docs, df) - df + 0.5) / (df + 0.5))
-
-
-def _where(filters: Filters) -> tuple[str, list[object]]:
+def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     """A WHERE clause over (message_id, session_id) rows for the filters, or ''."""
     where: list[str] = []
     params: list[object] = []
@@ -128,13 +110,6 @@ def _where(filters: Filters) -> tuple[str, list[object]]:
     return ("WHERE " + " AND ".join(where) if where else ""), params
 
 
-def _score(words: int, relevance: float) -> float:
-    # How many of the query's words a message holds (so more words always rank higher), plus its BM25
-    # score squashed into [0, 1) to order messages holding as many.
-    relevance = max(relevance, 0.0)
-    return words + relevance / (1 + relevance)
-
-
 Scored = tuple[int, int, float]  # message_id, session_id, score
 
 
@@ -151,17 +126,17 @@ class _Plan:
     fetched: list[tuple[int, int, int, int, int]] | None
 
 
-def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filters: Filters) -> _Plan | None:
+def _plan(cur: Cursor, terms: list[str], corpus: Corpus, filters: MessageFilters) -> _Plan | None:
     """Count the terms' postings and, in the same statement, fetch them while they are few."""
     tids = [term_id(t) for t in terms]
     where, params = _where(filters)
     # Masked postings are dropped in Python when their ids are at hand (see _score_in_python).
     union = _branches(tids, corpus, [str(k) for k in range(len(tids))], mask=corpus.dead_ids is None)
-    # One round trip: the frequencies (message_id NULL), then at most PYTHON_SCORING_MAX + 1 postings.
+    # One round trip: the frequencies (message_id NULL), then at most python_scoring_max + 1 postings.
     rows = cur.execute(
         f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus)})"
         f" UNION ALL (SELECT *, NULL FROM ({union}) AS p(k, message_id, session_id, tf, dl) {where}"
-        f" LIMIT {PYTHON_SCORING_MAX + 1})",
+        f" LIMIT {corpus.python_scoring_max + 1})",
         params,
     ).fetchall()
     dfs = [0] * len(tids)
@@ -171,15 +146,14 @@ def _plan(cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filt
     if not any(dfs):
         return None
     postings = sum(dfs)
-    fetched = [row[:5] for row in rows if row[1] is not None] if postings <= PYTHON_SCORING_MAX else None
-    idfs = [_idf(df, corpus.docs) for df in dfs]
+    fetched = [row[:5] for row in rows if row[1] is not None] if postings <= corpus.python_scoring_max else None
+    idfs = [bm25.idf(df, corpus.docs) for df in dfs]
     return _Plan(tids, idfs, corpus, where, params, fetched)
 
 
 def _weights(plan: _Plan) -> tuple[list[float], float, float]:
-    """BM25 as relevance = sum over terms of w * tf / (tf + a + c * dl): (w per term, a, c)."""
-    avgdl = max(plan.corpus.avgdl, 1.0)
-    return [idf * (K1 + 1) for idf in plan.idfs], K1 * (1 - B), K1 * B / avgdl
+    """(w per term, a, c) of the plan's BM25 (see bm25.constants)."""
+    return bm25.constants(plan.idfs, plan.corpus.avgdl)
 
 
 def _score_in_python(plan: _Plan) -> list[Scored]:
@@ -194,7 +168,7 @@ def _score_in_python(plan: _Plan) -> list[Scored]:
         entry = found.setdefault(message_id, [session_id, 0, 0.0])
         entry[1] += 1
         entry[2] += weights[k] * tf / (tf + a + c * dl)
-    return [(mid, int(e[0]), _score(int(e[1]), e[2])) for mid, e in found.items()]
+    return [(mid, int(e[0]), bm25.score(int(e[1]), e[2])) for mid, e in found.items()]
 
 
 def _postings_sql(plan: _Plan) -> tuple[str, str]:
@@ -233,7 +207,7 @@ def _ranked_sql(plan: _Plan, limit: int | None) -> str:
     return f"{_scored_sql(plan)} ORDER BY score DESC, message_id DESC {limit_sql}"
 
 
-def _ranked(cur: duckdb.DuckDBPyConnection, plan: _Plan, limit: int | None) -> list[Scored]:
+def _ranked(cur: Cursor, plan: _Plan, limit: int | None) -> list[Scored]:
     if plan.fetched is not None:
         ranked = sorted(_score_in_python(plan), key=lambda r: (r[2], r[0]), reverse=True)
         return ranked if limit is None else ranked[:limit]
@@ -242,7 +216,7 @@ def _ranked(cur: duckdb.DuckDBPyConnection, plan: _Plan, limit: int | None) -> l
 
 
 def score_messages(
-    cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, filters: Filters, limit: int | None
+    cur: Cursor, terms: list[str], corpus: Corpus, filters: MessageFilters, limit: int | None
 ) -> list[Scored]:
     """The best messages for the terms, best first (ties: newest first), at most limit."""
     plan = _plan(cur, terms, corpus, filters)
@@ -250,11 +224,11 @@ def score_messages(
 
 
 def score_sessions(
-    cur: duckdb.DuckDBPyConnection, terms: list[str], corpus: Corpus, agent_alias: str | None, limit: int
+    cur: Cursor, terms: list[str], corpus: Corpus, agent_alias: str | None, limit: int
 ) -> dict[int, float]:
     """Sessions holding the terms -> their best message's score: at least the best `limit` of them, ties
     included (the caller orders them by score, then by last activity)."""
-    plan = _plan(cur, terms, corpus, Filters(agent_alias=agent_alias))
+    plan = _plan(cur, terms, corpus, MessageFilters(agent_alias=agent_alias))
     if plan is None:
         return {}
     if plan.fetched is not None:
@@ -273,7 +247,7 @@ def score_sessions(
 Hit = tuple[int, str, str, datetime | None, int]  # idx, role, content, created_at, session_id
 
 
-def fetch_messages(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, Hit]:
+def fetch_messages(cur: Cursor, ids: list[int]) -> dict[int, Hit]:
     """The rows of these messages by id (an IN list of our ints: DuckDB pushes it into the scan as a filter)."""
     if not ids:
         return {}

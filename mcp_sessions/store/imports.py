@@ -1,0 +1,67 @@
+"""What imports read (ImportMark, so a stopped import resumes), and export of every message to one file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .connection import Connection
+from .sql import Cursor
+
+
+@dataclass(frozen=True)
+class ImportMark:
+    """The first `bytes` bytes (`lines` lines, digest `sha256`) of an import file are in session_key.
+
+    replaces names the digest of the shorter mark of the same file this one extends, deleted as it is written.
+    """
+
+    session_key: str
+    bytes: int
+    lines: int
+    sha256: str
+    source: str | None = None
+    replaces: str | None = None
+
+
+def import_marks(cur: Cursor, session_key: str) -> list[ImportMark]:
+    """What earlier imports into this session read: one mark per file prefix, shortest first.
+
+    Marks from before the session was last created (it was deleted since) no longer count."""
+    rows = cur.execute(
+        "SELECT i.session_key, i.bytes, i.lines, i.sha256 FROM _imports AS i JOIN sessions AS s"
+        " ON s.key = i.session_key WHERE i.session_key = ? AND i.imported_at >= s.created_at"
+        " ORDER BY i.bytes",
+        [session_key],
+    ).fetchall()
+    return [ImportMark(session_key=r[0], bytes=r[1], lines=r[2], sha256=r[3]) for r in rows]
+
+
+def record_imports(cur: Cursor, marks: Sequence[ImportMark], now: str) -> None:
+    """Write the marks in the open transaction, each replacing the shorter mark of its file."""
+    for mark in marks:
+        if mark.replaces is not None:
+            cur.execute("DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces])
+        cur.execute(
+            "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source, now],
+        )
+
+
+def export_messages(conn: Connection, path: str | os.PathLike[str], format: str) -> int:
+    """Write every message (session_key, index, role, content, created_at, with the session's name and
+    agent_alias) to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
+    if format not in ("json", "parquet"):
+        raise ValueError(f"format must be 'json' or 'parquet', got {format!r}")
+    # COPY takes no parameter for its target: the path goes in as a quoted literal.
+    target = "'" + str(path).replace("'", "''") + "'"
+    with conn.read() as cur:
+        row = cur.execute(
+            "COPY (SELECT s.key AS session_key, m.idx AS index, m.role, m.content,"
+            " strftime(timezone('UTC', m.created_at), '%Y-%m-%dT%H:%M:%S.%fZ') AS created_at,"
+            " s.name AS session_name, s.agent_alias"
+            " FROM messages AS m JOIN sessions AS s ON s.id = m.session_id ORDER BY m.session_id, m.idx)"
+            f" TO {target} (FORMAT {format})"
+        ).fetchone()
+    return 0 if row is None else int(row[0])

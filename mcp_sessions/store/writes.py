@@ -1,0 +1,344 @@
+"""Writer: write transactions, what the writer remembers of each session (its slot), inserts and removals,
+and appends from one message (one call to DuckDB) to a bulk import (chunks inserted while the next is indexed)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import duckdb
+
+from ..errors import StoreReadOnly
+from ..models import ChatMessage
+from ..terms import Analyzer
+from .connection import Connection
+from .imports import ImportMark, record_imports
+from .live_index import LiveIndex
+from .pages import Slot
+from .params import rows_param, rows_sql
+from .postings import index_texts
+from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
+
+log = logging.getLogger(__name__)
+
+# Sessions whose slot the writer remembers, so an append to one reads nothing first.
+SLOTS_MAX = 10_000
+_IDS = rows_sql({"id": "BIGINT"})
+_ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
+_MESSAGE_COLUMNS = {
+    "id": "BIGINT",
+    "session_id": "BIGINT",
+    "idx": "BIGINT",
+    "role": "VARCHAR",
+    "content": "VARCHAR",
+    "created_at": "TIMESTAMPTZ",
+    "dl": "INTEGER",
+    "terms": "VARCHAR",
+}
+_MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
+_INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
+
+
+class Indexed(NamedTuple):
+    """A message's postings, ready to store: its term count and its terms text (see m004)."""
+
+    dl: int
+    text: str
+
+
+# (session_id, idx, role, content, created_at, indexed) of a message to insert.
+Row = tuple[int, int, str, str, str | None, Indexed]
+
+
+class Writer:
+    """Every write goes through here, one at a time (the connection's write lock)."""
+
+    def __init__(self, conn: Connection, index: LiveIndex, analyzer: Analyzer) -> None:
+        self.conn = conn
+        self.index = index
+        self.analyzer = analyzer
+        self.tuning = conn.tuning
+        # session key -> slot as last committed; read and written under the write lock only.
+        self.slots: dict[str, Slot] = {}
+        self._after_commit: list[Callable[[], None]] = []
+        self._writes_since_check = 0
+        self._insert_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        # The most recently active sessions are the likely next reads and writes: know their slots.
+        for key, session_id, count in rows(
+            conn.db, "SELECT key, id, message_count FROM sessions ORDER BY last_activity DESC LIMIT ?", [SLOTS_MAX]
+        )[::-1]:
+            self.slots[key] = Slot(session_id, count)
+
+    @contextmanager
+    def transaction(self, *, begin: bool = True) -> Iterator[Cursor]:
+        """One write transaction: all of it commits, or none of it. begin=False: the caller's first statement
+        begins it (a round trip less: see sql.BEGIN)."""
+        if self.conn.read_only:
+            raise StoreReadOnly(f"the store {self.conn.path} is open read-only: writes are refused")
+        with self.conn.write_lock:
+            cur = self.conn.cursor()
+            self.index.begin()
+            self._after_commit = []
+            if begin:
+                cur.begin()
+            try:
+                yield cur
+                cur.commit()
+            except BaseException as exc:
+                self.slots.clear()
+                try:
+                    cur.rollback()
+                except duckdb.Error:
+                    pass  # the failed statement or commit already ended the transaction
+                if isinstance(exc, duckdb.FatalException):
+                    self.conn.reopen()
+                raise
+            for then in self._after_commit:
+                then()
+            self.index.committed()
+            self._upkeep(cur)
+
+    def _upkeep(self, cur: Cursor) -> None:
+        """After a commit: merge recent postings when they pile up, checkpoint when the log grows."""
+        self._writes_since_check += 1
+        try:
+            if self.index.wants_merge():
+                self.index.merge_soon(cur)
+            # Every 64th write, or after a bulk write: its log may be big.
+            if self._writes_since_check < 64 and not self.conn.memory_raised:
+                return
+            self._writes_since_check = 0
+            if self.conn.wal_bytes() >= self.tuning.checkpoint_wal_bytes:
+                self.conn.checkpoint()
+        except duckdb.Error as exc:
+            # The write before this is already durable in the log; upkeep retries on a later write.
+            log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
+
+    def close(self) -> None:
+        if self._insert_pool is not None:
+            self._insert_pool.shutdown(wait=True)
+
+    # Sessions and what the writer remembers of them.
+
+    @staticmethod
+    def session(cur: Cursor, key: str) -> tuple[int, int] | None:
+        """(id, message count) of the session, as stored."""
+        row = first(cur, "SELECT id, message_count FROM sessions WHERE key = ?", [key])
+        return None if row is None else (row[0], row[1])
+
+    def slot(self, cur: Cursor, key: str, *, last: bool = False) -> Slot | None:
+        """The session's slot, read from the store when the writer does not know it; last: with the last
+        message's id and term count. Call under the write lock."""
+        slot = self.slots.get(key)
+        if slot is None:
+            found = self.session(cur, key)
+            if found is None:
+                return None
+            slot = Slot(*found)
+        if last and slot.count and slot.last_id is None:
+            pos = slot.session_id * POS + slot.count - 1
+            row = first(cur, "SELECT id, dl FROM messages WHERE page = ? AND pos = ?", [pos // PAGE_SIZE, pos])
+            if row is not None:
+                slot = Slot(slot.session_id, slot.count, row[0], row[1])
+        return slot
+
+    def remember(self, key: str, slot: Slot) -> None:
+        """Keep the slot as it will be once the open write commits (a failed commit forgets them all)."""
+        self.slots.pop(key, None)
+        self.slots[key] = slot
+        if len(self.slots) > SLOTS_MAX:
+            # Forget the least recently written quarter.
+            for stale in list(itertools.islice(self.slots, SLOTS_MAX // 4)):
+                del self.slots[stale]
+
+    def forget(self, key: str | None = None) -> None:
+        """Forget a session's slot (its message count is about to change another way), or every slot."""
+        if key is None:
+            self.slots.clear()
+        else:
+            self.slots.pop(key, None)
+
+    def ensure_session(self, cur: Cursor, key: str) -> int:
+        """The session's id, creating it (no messages, last_activity now) if missing."""
+        found = self.session(cur, key)
+        if found is not None:
+            return found[0]
+        at = now()
+        row = first(
+            cur,
+            "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+            " VALUES (nextval('session_ids'), ?, ?, ?, 0) RETURNING id",
+            [key, at, at],
+        )
+        assert row is not None
+        return row[0]
+
+    # Messages.
+
+    def analyze(self, contents: Sequence[str]) -> tuple[list[Indexed], set[int]]:
+        """Each text's terms: pure Python, done before taking the write lock."""
+        indexed, tids = index_texts(self.analyzer, contents)
+        return [Indexed(*row) for row in indexed], tids
+
+    def insert_messages(self, cur: Cursor, batch: Sequence[Row], before: str = "") -> list[tuple[int, int]]:
+        """Insert the rows, each with its postings (see m004); return each one's (id, term count)."""
+        values: list[tuple[object, ...]] = []
+        for session_id, idx, role, content, created_at, indexed in batch:
+            values.append((self.index.next_id(), session_id, idx, role, content, created_at, indexed.dl, indexed.text))
+        if len(values) == 1:
+            pos = int(values[0][1]) * POS + int(values[0][2])  # type: ignore[call-overload]
+            # before: statements without parameters sent in the same call (DuckDB binds the last one's).
+            cur.execute(
+                f"{before}{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]]
+            )
+        else:
+            assert not before, "statements before an INSERT go with a single row"
+            keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
+            columns = list(zip(*values, strict=True))
+            cur.execute(
+                f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}",
+                [rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))],
+            )
+        added = [(int(v[0]), int(v[6])) for v in values]  # type: ignore[call-overload]
+        self.index.count(len(batch), sum(dl for _, dl in added))
+        return added
+
+    def _insert_chunk(self, cur: Cursor, batch: Sequence[Row]) -> dict[int, tuple[int, int]]:
+        """insert_messages; return session id -> (id, term count) of its last message in the batch."""
+        return dict(zip((row[0] for row in batch), self.insert_messages(cur, batch), strict=True))
+
+    def _inserter(self) -> ThreadPoolExecutor:
+        """The thread a bulk append's INSERTs run on, one at a time, while the next chunk is indexed."""
+        with self._pool_lock:
+            if self._insert_pool is None:
+                self._insert_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-sessions-insert")
+            return self._insert_pool
+
+    def kill(self, cur: Cursor, where: str, params: list[object]) -> int:
+        """Delete the messages matching where, and their postings; return how many went."""
+        gone = cur.execute(f"DELETE FROM messages WHERE {where} RETURNING id, dl", params).fetchall()
+        self.index.count(-len(gone), -sum(row[1] or 0 for row in gone))
+        self.index.mask(cur, [row[0] for row in gone], self._after_commit)
+        return len(gone)
+
+    def delete_sessions(self, cur: Cursor, ids: list[int]) -> None:
+        if not ids:
+            return
+        self.kill(cur, f"session_id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
+        cur.execute(f"DELETE FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
+
+    # Appends.
+
+    def append(self, batch: list[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> dict[str, int]:
+        """Append the batch (checked) in one transaction; return each session's message count after it."""
+        if not batch:
+            if marks:
+                with self.transaction() as cur:
+                    record_imports(cur, marks, now())
+            return {}
+        added = Counter(key for key, _ in batch)
+        # A batch of one statement is indexed before the write lock; a bigger one chunk by chunk under it,
+        # each chunk's indexing (Python) overlapping the previous chunk's INSERT (DuckDB, off the GIL).
+        chunk = self.tuning.insert_chunk
+        bulk = len(batch) > chunk
+        indexed, tids = ([], set()) if bulk else self.analyze([message.content for _, message in batch])
+        if len(batch) == 1 and not marks:
+            fast = self._append_one(batch[0][0], batch[0][1], indexed[0], tids)
+            if fast is not None:
+                return fast
+        with self.transaction() as cur:
+            self.index.add_terms(tids)
+            if bulk:
+                self.conn.raise_memory()
+            at = now()
+            if len(added) == 1:
+                # The common case, one message to a session the writer knows: one UPDATE and one INSERT.
+                key = batch[0][0]
+                slot = self.slot(cur, key)
+                found = [] if slot is None else [(key, slot.session_id, slot.count + len(batch))]
+                if slot is not None:
+                    cur.execute(
+                        "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
+                        [slot.count + len(batch), at, slot.session_id],
+                    )
+            else:
+                found = self._add_counts(cur, added, at)
+            places = {key: (session_id, count - added[key]) for key, session_id, count in found}
+            new = [key for key in added if key not in places]
+            if new:
+                created = cur.execute(
+                    "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+                    f" SELECT nextval('session_ids'), key, now, now, added FROM {_ADDED_ROWS} RETURNING key, id",
+                    [rows_param(key=new, added=(added[k] for k in new), now=[at] * len(new))],
+                ).fetchall()
+                places.update((key, (session_id, 0)) for key, session_id in created)
+            lasts: dict[int, tuple[int, int]] = {}  # session id -> (id, term count) of its last new message
+            pending: Future[dict[int, tuple[int, int]]] | None = None
+            try:
+                # Bounded statements keep a big import's memory flat; the transaction stays one.
+                for start in range(0, len(batch), chunk):
+                    part = batch[start : start + chunk]
+                    if bulk:
+                        part_indexed, part_tids = self.analyze([message.content for _, message in part])
+                        self.index.add_terms(part_tids)
+                    else:
+                        part_indexed = indexed[start : start + chunk]
+                    chunk_rows: list[Row] = []
+                    for (key, message), one in zip(part, part_indexed, strict=True):
+                        session_id, idx = places[key]
+                        places[key] = (session_id, idx + 1)
+                        chunk_rows.append((session_id, idx, message.role, message.content, at, one))
+                    if not bulk:
+                        lasts.update(self._insert_chunk(cur, chunk_rows))
+                        continue
+                    if pending is not None:
+                        lasts.update(pending.result())
+                    pending = self._inserter().submit(self._insert_chunk, cur, chunk_rows)
+                if pending is not None:
+                    lasts.update(pending.result())
+            finally:
+                # Never leave an INSERT running on the cursor that is about to roll back.
+                if pending is not None:
+                    wait([pending])
+            record_imports(cur, marks, at)
+            for key, (session_id, count) in places.items():
+                self.remember(key, Slot(session_id, count, *lasts[session_id]))
+        return {key: count for key, (_, count) in places.items()}
+
+    def _append_one(self, key: str, message: ChatMessage, indexed: Indexed, tids: set[int]) -> dict[str, int] | None:
+        """The common write: one message to a session the writer knows, in one call to DuckDB and a commit.
+        None when the session is not known here (the caller takes the general way)."""
+        with self.conn.write_lock:
+            slot = self.slots.get(key)
+            if slot is None:
+                return None
+            with self.transaction(begin=False) as cur:
+                self.index.add_terms(tids)
+                at = now()
+                count = slot.count + 1
+                # Our own int and time written into the SQL; the message goes as parameters of the last statement.
+                update = (
+                    f"UPDATE sessions SET message_count = {int(count)}, last_activity = '{at}'"
+                    f" WHERE id = {int(slot.session_id)}; "
+                )
+                row = (slot.session_id, slot.count, message.role, message.content, at, indexed)
+                ((message_id, dl),) = self.insert_messages(cur, [row], before=BEGIN + update)
+                self.remember(key, Slot(slot.session_id, count, message_id, dl))
+        return {key: count}
+
+    @staticmethod
+    def _add_counts(cur: Cursor, added: Counter[str], at: str) -> list[tuple[str, int, int]]:
+        """Add to the message counts of existing sessions; return (key, id, new count) of each."""
+        return cur.execute(
+            "UPDATE sessions SET message_count = message_count + n.added, last_activity = n.now"
+            f" FROM {_ADDED_ROWS} AS n WHERE sessions.key = n.key"
+            " RETURNING sessions.key, sessions.id, sessions.message_count",
+            [rows_param(key=added, added=added.values(), now=[at] * len(added))],
+        ).fetchall()
