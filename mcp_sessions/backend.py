@@ -46,6 +46,11 @@ class SessionBackend(ABC):
                 f"message.content must be at most {self.max_content_bytes} bytes of UTF-8, got {size}"
             )
 
+    def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+        """Whether this call of the tool is answered from memory, without blocking (the server then runs it on
+        its event loop rather than a worker thread). False unless a backend knows better."""
+        return False
+
     # Required operations.
 
     @abstractmethod

@@ -15,6 +15,9 @@ class MemorySessionBackend(SessionBackend):
         self._sessions: dict[str, list[ChatMessage]] = {}
         self._lock = threading.Lock()
 
+    def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+        return True
+
     def load(self, session_key: str) -> list[ChatMessage]:
         with self._lock:
             return list(self._sessions.get(session_key, ()))

@@ -297,6 +297,10 @@ class SharedBackend(SessionBackend):
                 self._holder.disconnect()
         self._drop_channel()
 
+    def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+        local = self._local
+        return local is not None and local.answers_from_memory(tool, arguments)
+
     # The operations, each sent to the holder (or run here while this process holds the file).
 
     def load(self, session_key: str) -> list[ChatMessage]:

@@ -40,6 +40,11 @@ class ScopedBackend(SessionBackend):
         # Check and write happen under one lock, so two calls can't both find a key missing and claim it.
         self._lock = threading.RLock()
 
+    def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+        # Every call first looks up the session's owner (or lists this agent's sessions).
+        inner = self.inner
+        return inner.answers_from_memory(tool, arguments) and inner.answers_from_memory("get_session_metadata", {})
+
     def check_message(self, message: ChatMessage) -> None:
         self.inner.check_message(message)
 

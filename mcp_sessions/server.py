@@ -7,11 +7,12 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import pydantic_core
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, WithJsonSchema
 
 from . import __version__
@@ -261,7 +262,7 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         search_messages,
     ]
     assert tuple(fn.__name__ for fn in operations) == TOOLS, "one function per tool, in TOOLS' order"
-    tools = [_tool(fn) for fn in operations if not read_only or fn.__name__ in READ_ONLY_TOOLS]
+    tools = [_tool(fn, backend) for fn in operations if not read_only or fn.__name__ in READ_ONLY_TOOLS]
     server = MCPServer("mcp-sessions", version=__version__, instructions=INSTRUCTIONS, tools=tools)
     add_resources(server, backend)
     return server
@@ -279,7 +280,7 @@ def hints(name: str) -> ToolAnnotations:
     )
 
 
-def _tool(fn: Callable[..., Any]) -> Tool:
+def _tool(fn: Callable[..., Any], backend: SessionBackend) -> Tool:
     name = fn.__name__
     tool = Tool.from_function(
         _tool_errors(fn),
@@ -297,6 +298,7 @@ def _tool(fn: Callable[..., Any]) -> Tool:
         output_schema=metadata.output_schema,
         output_model=metadata.output_model,
         wrap_output=metadata.wrap_output,
+        inline=functools.partial(backend.answers_from_memory, name),
     )
     tool.parameters = arguments.model_json_schema(by_alias=True)
     return tool
@@ -310,7 +312,31 @@ def _forbid_extra(model: type[ArgModelBase]) -> type[ArgModelBase]:
 
 
 class _ArgumentsAsSent(FuncMetadata):
-    """Validates the arguments as the client sent them."""
+    """Validates the arguments as the client sent them; runs calls the backend answers from memory on the event
+    loop (a worker thread's hop costs more than the answer); sends results as compact JSON."""
+
+    # arguments -> whether the backend answers this call from memory, without blocking.
+    inline: Annotated[Any, WithJsonSchema(None)] = None
+
+    async def call_fn(
+        self,
+        fn: Callable[..., Any],
+        fn_is_async: bool,
+        arguments: dict[str, Any],
+        arguments_to_pass_directly: dict[str, Any] | None = None,
+    ) -> Any:
+        if not fn_is_async and self.inline is not None and self.inline(arguments):
+            return fn(**arguments, **(arguments_to_pass_directly or {}))
+        return await super().call_fn(fn, fn_is_async, arguments, arguments_to_pass_directly)
+
+    def convert_result(self, result: Any) -> Any:
+        # Our tools return their own result model, validated as it was built: dump it once, no second validation,
+        # and the text content as the same JSON without the SDK's indentation.
+        if self.output_model is not None and type(result) is self.output_model and not self.wrap_output:
+            structured = result.model_dump(mode="json", by_alias=True)
+            text = pydantic_core.to_json(structured).decode()
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+        return super().convert_result(result)
 
     def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
         # The SDK would json.loads a string given to a field not typed plain str: a session_key "null"

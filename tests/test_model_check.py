@@ -160,7 +160,13 @@ class SqlScoredStoreMatchesModel(StoreMatchesModel):
     tuning = Tuning(python_scoring_max=-1)
 
 
-for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel):
+class FileReadStoreMatchesModel(StoreMatchesModel):
+    """The same, with session rows read from the file (past session_view_max sessions) instead of memory."""
+
+    tuning = Tuning(session_view_max=0)
+
+
+for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel, FileReadStoreMatchesModel):
     machine.TestCase.settings = settings(
         max_examples=30,
         stateful_step_count=30,
@@ -170,3 +176,4 @@ for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel):
     )
 TestStoreMatchesModel = StoreMatchesModel.TestCase
 TestSqlScoredStoreMatchesModel = SqlScoredStoreMatchesModel.TestCase
+TestFileReadStoreMatchesModel = FileReadStoreMatchesModel.TestCase

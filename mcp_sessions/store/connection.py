@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -19,6 +20,8 @@ from .settings import Tuning
 from .sql import Cursor
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 _REFUSED = re.compile(r"Read-only file system|Permission denied")
@@ -144,6 +147,35 @@ class Connection:
             self.memory_raised = False
         except duckdb.Error as exc:  # still more in use than that: the next merge tries again
             log.info("memory limit kept at %s for now: %s", self.tuning.bulk_memory_limit, exc)
+
+    def spare_memory(self, fn: Callable[[], _T]) -> _T:
+        """Run fn; should DuckDB run out of memory under the serving limit, run it again, once, with the bulk
+        limit, holding off writes meanwhile: a call waits rather than fail for memory."""
+        try:
+            return fn()
+        except duckdb.OutOfMemoryException as exc:
+            # Only a statement that ran out: a commit that fails for memory (a TransactionException) may have
+            # reached the log, and must not run twice.
+            if self.memory:
+                raise
+            log.info(
+                "out of memory under %s, retrying with %s: %s",
+                self.tuning.memory_limit,
+                self.tuning.bulk_memory_limit,
+                exc,
+            )
+        with self.write_lock:
+            raised = not self.memory_raised
+            self.raise_memory()
+            try:
+                return fn()
+            finally:
+                if raised:
+                    try:
+                        self.db.execute(f"SET memory_limit = '{self.tuning.memory_limit}'")
+                        self.memory_raised = False
+                    except duckdb.Error:  # still in use: the next merge lowers it after its checkpoint
+                        pass
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file; on failure the log keeps every write, and a later try folds it."""

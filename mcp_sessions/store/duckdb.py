@@ -1,21 +1,14 @@
-"""DuckDBSessionBackend: every SessionBackend operation over an embedded DuckDB file, one transaction each.
-
-The parts: connection.py (the database, cursors, checkpoints), writes.py (transactions, slots, appends),
-live_index.py (merges and the search view), search.py (BM25 in SQL), pages.py (load_page), imports.py.
-"""
+"""DuckDBSessionBackend: every SessionBackend operation over an embedded DuckDB file, one transaction each;
+the parts it is made of are connection, writes, live_index, search, pages, session_view, tails and imports."""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
-
-import duckdb
 
 from ..backend import SessionBackend
-from ..errors import StoreFailure, StoreReadOnly
+from ..errors import StoreReadOnly
 from ..models import (
     DEFAULT_MAX_CONTENT_BYTES,
     SEARCH_MESSAGES_LIMIT_DEFAULT,
@@ -32,38 +25,25 @@ from ..models import (
 from ..snippets import make_snippet
 from ..terms import Analyzer
 from .connection import Connection
+from .engine_errors import engine_errors
 from .imports import ImportMark, export_messages, import_marks
 from .live_index import LiveIndex
 from .migrations import migrate, pending
 from .pages import Slot, load_page
 from .search import fetch_messages, score_messages, score_sessions
+from .session_view import ANSWERED_BY_VIEW, COLUMNS, SessionRow, SessionView, utc
 from .settings import Tuning
 from .sql import MAX_HOURS, MAX_ROWS, META, POS, Cursor, ago, first, meta, now, or_null, rows, session_range
+from .tails import Tails
 from .writes import SLOTS_MAX, Writer
 
 __all__ = ["DuckDBSessionBackend", "ImportMark", "Tuning"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _engine_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """DuckDB's errors leave the store as StoreFailure, with DuckDB's text (and the error as its cause)."""
-
-    @functools.wraps(fn)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except duckdb.Error as exc:
-            raise StoreFailure(str(exc)) from exc
-
-    return call
 
 
 class DuckDBSessionBackend(SessionBackend):
     """Sessions, messages and a live inverted index in one DuckDB file; safe to call from many threads."""
 
-    @_engine_errors
+    @engine_errors
     def __init__(
         self,
         path: str | os.PathLike[str] = ":memory:",
@@ -83,9 +63,27 @@ class DuckDBSessionBackend(SessionBackend):
         else:
             migrate(self._conn.db)
         self._index = LiveIndex(self._conn)
-        self._writer = Writer(self._conn, self._index, self._analyzer)
+        self._view = self._load_view()
+        self._tails = Tails()
+        self._writer = Writer(self._conn, self._index, self._analyzer, self._view, self._tails)
         # session id -> key, for search hits (see _session_keys).
         self._keys: dict[int, str] = {}
+
+    def _load_view(self) -> SessionView | None:
+        """Every session row in memory, unless there are more than the tuning's session_view_max."""
+        limit = self.tuning.session_view_max
+        found = rows(self._conn.db, f"SELECT {COLUMNS} FROM sessions LIMIT {int(limit) + 1}") if limit > 0 else []
+        return SessionView(found) if limit > 0 and len(found) <= limit else None
+
+    def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+        if self._view is None:
+            return False
+        if tool == "list_sessions_with_metadata":
+            return arguments.get("agent_alias") is None  # a filter may scan every row
+        if tool in ("load", "load_with_timestamps"):
+            key, offset, limit = arguments.get("session_key"), arguments.get("offset"), arguments.get("limit")
+            return isinstance(key, str) and self._tails.holds(key, offset, limit)  # type: ignore[arg-type]
+        return tool in ANSWERED_BY_VIEW
 
     @property
     def read_only(self) -> bool:
@@ -96,7 +94,7 @@ class DuckDBSessionBackend(SessionBackend):
     def tuning(self) -> Tuning:
         return self._conn.tuning
 
-    @_engine_errors
+    @engine_errors
     def close(self) -> None:
         """Checkpoint and close; later calls fail."""
         if self._conn.closed:
@@ -114,12 +112,12 @@ class DuckDBSessionBackend(SessionBackend):
 
     # Upkeep.
 
-    @_engine_errors
+    @engine_errors
     def optimize(self) -> None:
         """Rewrite the index sorted by term without the postings of removed messages, then checkpoint."""
         self._index.optimize()
 
-    @_engine_errors
+    @engine_errors
     def merge(self) -> None:
         """Move recent messages' postings into the term-sorted table now (upkeep does it every merge_messages)."""
         with self._conn.write_lock:
@@ -133,7 +131,7 @@ class DuckDBSessionBackend(SessionBackend):
     def append(self, session_key: str, message: ChatMessage) -> int:
         return self._append([(session_key, message)])[session_key]
 
-    @_engine_errors
+    @engine_errors
     def remove_last(self, session_key: str) -> bool:
         writer = self._writer
         with writer.transaction() as cur:
@@ -144,14 +142,17 @@ class DuckDBSessionBackend(SessionBackend):
                 writer.kill(cur, "id = ?", [slot.last_id])
             else:
                 writer.kill(cur, "pos = ?", [slot.session_id * POS + slot.count - 1])
+            at = now()
             cur.execute(
                 "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
-                [slot.count - 1, now(), slot.session_id],
+                [slot.count - 1, at, slot.session_id],
             )
             writer.remember(session_key, Slot(slot.session_id, slot.count - 1))
+            writer.touched(session_key, message_count=slot.count - 1, last_activity=at)
+            writer.after_commit(lambda: self._tails.removed_last(session_key))
             return True
 
-    @_engine_errors
+    @engine_errors
     def list_sessions(self) -> list[str]:
         return [
             row[0] for row in rows(self._conn.cursor(), "SELECT key FROM sessions ORDER BY last_activity DESC, id DESC")
@@ -162,7 +163,7 @@ class DuckDBSessionBackend(SessionBackend):
     def load_with_timestamps(self, session_key: str) -> list[TimestampedMessage]:
         return self.load_page(session_key).messages
 
-    @_engine_errors
+    @engine_errors
     def update_last(self, session_key: str, message: ChatMessage) -> bool:
         self.check_message(message)
         writer = self._writer
@@ -206,12 +207,19 @@ class DuckDBSessionBackend(SessionBackend):
                 updated = Slot(slot.session_id, slot.count, *added[0])
             cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [at, slot.session_id])
             writer.remember(session_key, updated)
+            writer.touched(session_key, last_activity=at)
+            last = TimestampedMessage(
+                role=message.role, content=message.content, created_at=utc(at), index=slot.count - 1
+            )
+            writer.after_commit(lambda: self._tails.replaced_last(session_key, last))
             return True
 
-    @_engine_errors
+    @engine_errors
     def list_sessions_with_metadata(
         self, limit: int | None = None, offset: int = 0, agent_alias: str | None = None
     ) -> list[SessionMetadata]:
+        if self._view is not None:
+            return [row.metadata() for row in self._view.newest(limit, offset, agent_alias)]
         where, params = ("WHERE agent_alias = ?", [agent_alias]) if agent_alias is not None else ("", [])
         limit_sql = f"LIMIT {min(int(limit), MAX_ROWS)}" if limit is not None else ""
         offset = min(int(offset), MAX_ROWS)
@@ -223,11 +231,12 @@ class DuckDBSessionBackend(SessionBackend):
         )
         return [meta(row) for row in found]
 
-    @_engine_errors
+    @engine_errors
     def compact(self, session_key: str) -> int:
         writer = self._writer
         with writer.transaction() as cur:
             writer.forget(session_key)  # its message count changes
+            writer.after_commit(lambda: self._tails.forget([session_key]))
             found = writer.session(cur, session_key)
             if found is None or found[1] < 2:
                 return 0
@@ -247,13 +256,15 @@ class DuckDBSessionBackend(SessionBackend):
                 writer.insert_messages(
                     cur, [(session_id, i, *row, ix) for i, (row, ix) in enumerate(zip(kept, indexed, strict=True))]
                 )
+                at = now()
                 cur.execute(
                     "UPDATE sessions SET message_count = ?, last_activity = ? WHERE id = ?",
-                    [len(kept), now(), session_id],
+                    [len(kept), at, session_id],
                 )
+                writer.touched(session_key, message_count=len(kept), last_activity=at)
             return removed
 
-    @_engine_errors
+    @engine_errors
     def cleanup_stale(self, ttl_hours: int) -> int:
         cutoff = ago(timedelta(hours=min(ttl_hours, MAX_HOURS)))
         writer = self._writer
@@ -270,7 +281,7 @@ class DuckDBSessionBackend(SessionBackend):
             writer.delete_sessions(cur, ids)
             return len(ids)
 
-    @_engine_errors
+    @engine_errors
     def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
         keyword = (query.keyword or "").strip()
         if not keyword:
@@ -283,25 +294,35 @@ class DuckDBSessionBackend(SessionBackend):
         )
         if not best:
             return []
-        found = rows(cur, f"SELECT id, {META} FROM sessions WHERE id IN ({', '.join(str(int(i)) for i in best)})")
+        if self._view is not None:
+            view = self._view
+            sessions = [r for r in (view.get(view.key_of(i) or "") for i in best) if r is not None and r.id in best]
+        else:
+            ids = ", ".join(str(int(i)) for i in best)
+            sessions = [
+                SessionRow.from_sql(r) for r in rows(cur, f"SELECT {COLUMNS} FROM sessions WHERE id IN ({ids})")
+            ]
         # Best message first; ties go to the more recent session (last_activity, then the later id).
-        found.sort(key=lambda row: (best[row[0]], row[4], row[0]), reverse=True)
-        return [meta(row[1:]) for row in found[: query.limit]]
+        sessions.sort(key=lambda r: (best[r.id], *r.order()), reverse=True)
+        return [r.metadata() for r in sessions[: query.limit]]
 
-    @_engine_errors
+    @engine_errors
     def clear_messages(self, session_key: str) -> int:
         writer = self._writer
         with writer.transaction() as cur:
             writer.forget(session_key)  # its message count changes
+            writer.after_commit(lambda: self._tails.forget([session_key]))
             found = writer.session(cur, session_key)
             if found is None or found[1] == 0:
                 return 0
             session_id, _ = found
             removed = writer.kill(cur, "pos >= ? AND pos < ?", session_range(session_id))
-            cur.execute("UPDATE sessions SET message_count = 0, last_activity = ? WHERE id = ?", [now(), session_id])
+            at = now()
+            cur.execute("UPDATE sessions SET message_count = 0, last_activity = ? WHERE id = ?", [at, session_id])
+            writer.touched(session_key, message_count=0, last_activity=at)
             return removed
 
-    @_engine_errors
+    @engine_errors
     def delete_session(self, session_key: str) -> bool:
         writer = self._writer
         with writer.transaction() as cur:
@@ -312,82 +333,86 @@ class DuckDBSessionBackend(SessionBackend):
             writer.delete_sessions(cur, [found[0]])
             return True
 
-    def _set(self, session_key: str, assignments: dict[str, object], returning: str) -> tuple[Any, ...]:
-        """Set columns of the session (creating it), and read back `returning` in the same transaction."""
+    def _set(self, session_key: str, assignments: dict[str, object]) -> SessionRow:
+        """Set columns of the session (creating it) and read its row back, in one transaction."""
         writer = self._writer
         with writer.transaction() as cur:
             session_id = writer.ensure_session(cur, session_key)
             if assignments:
                 columns = ", ".join(f"{column} = ?" for column in assignments)
-                sql = f"UPDATE sessions SET {columns} WHERE id = ? RETURNING {returning}"
+                sql = f"UPDATE sessions SET {columns} WHERE id = ? RETURNING {COLUMNS}"
             else:
-                sql = f"SELECT {returning} FROM sessions WHERE id = ?"
+                sql = f"SELECT {COLUMNS} FROM sessions WHERE id = ?"
             row = first(cur, sql, [*assignments.values(), session_id])
             assert row is not None
-            return row
+            writer.stored(row)
+            return SessionRow.from_sql(row)
 
-    def _get(self, session_key: str, column: str) -> Any:
-        row = first(self._conn.cursor(), f"SELECT {column} FROM sessions WHERE key = ?", [session_key])
-        return None if row is None else row[0]
+    def _row(self, session_key: str) -> SessionRow | None:
+        """The session's row: from the view, else from the file."""
+        if self._view is not None:
+            return self._view.get(session_key)
+        row = first(self._conn.cursor(), f"SELECT {COLUMNS} FROM sessions WHERE key = ?", [session_key])
+        return None if row is None else SessionRow.from_sql(row)
 
-    @_engine_errors
+    @engine_errors
     def set_session_name(self, session_key: str, name: str) -> str | None:
-        return self._set(session_key, {"name": or_null(name)}, "name")[0]
+        return self._set(session_key, {"name": or_null(name)}).name
 
-    @_engine_errors
+    @engine_errors
     def get_session_name(self, session_key: str) -> str | None:
-        return self._get(session_key, "name")
+        row = self._row(session_key)
+        return None if row is None else row.name
 
-    @_engine_errors
+    @engine_errors
     def set_session_agent_alias(self, session_key: str, agent_alias: str) -> str | None:
-        return self._set(session_key, {"agent_alias": or_null(agent_alias)}, "agent_alias")[0]
+        return self._set(session_key, {"agent_alias": or_null(agent_alias)}).agent_alias
 
-    @_engine_errors
+    @engine_errors
     def get_session_agent_alias(self, session_key: str) -> str | None:
-        return self._get(session_key, "agent_alias")
+        row = self._row(session_key)
+        return None if row is None else row.agent_alias
 
-    @_engine_errors
+    @engine_errors
     def set_session_context(self, session_key: str, context: SessionContext) -> SessionContext:
         given = context.model_dump(exclude_none=True)
-        row = self._set(session_key, {f: or_null(v) for f, v in given.items()}, "channel_id, room_id, sender_id")
-        return SessionContext(channel_id=row[0], room_id=row[1], sender_id=row[2])
+        row = self._set(session_key, {field: or_null(value) for field, value in given.items()})
+        return SessionContext(channel_id=row.channel_id, room_id=row.room_id, sender_id=row.sender_id)
 
-    @_engine_errors
+    @engine_errors
     def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
-        row = first(self._conn.cursor(), f"SELECT {META} FROM sessions WHERE key = ?", [session_key])
-        return None if row is None else meta(row)
+        row = self._row(session_key)
+        return None if row is None else row.metadata()
 
-    @_engine_errors
+    @engine_errors
     def set_session_state(self, session_key: str, state: str, turn_id: str | None = None) -> SessionState:
         started = now() if state == "running" else None
-        row = self._set(
-            session_key,
-            {"state": state, "turn_id": or_null(turn_id), "turn_started_at": started},
-            "state, turn_id, timezone('UTC', turn_started_at)",
-        )
-        return SessionState(state=row[0] or "idle", turn_id=row[1], turn_started_at=row[2])
+        return self._set(
+            session_key, {"state": state, "turn_id": or_null(turn_id), "turn_started_at": started}
+        ).run_state()
 
-    @_engine_errors
+    @engine_errors
     def get_session_state(self, session_key: str) -> SessionState | None:
-        row = first(
-            self._conn.cursor(),
-            "SELECT state, turn_id, timezone('UTC', turn_started_at) FROM sessions WHERE key = ?",
-            [session_key],
-        )
-        if row is None:
-            return None
-        return SessionState(state=row[0] or "idle", turn_id=row[1], turn_started_at=row[2])
+        row = self._row(session_key)
+        return None if row is None else row.run_state()
 
-    @_engine_errors
+    @engine_errors
     def list_running_sessions(self) -> list[SessionMetadata]:
+        if self._view is not None:
+            return [row.metadata() for row in self._view.running()]
         found = rows(
             self._conn.cursor(), f"SELECT {META} FROM sessions WHERE state = 'running' ORDER BY turn_started_at, id"
         )
         return [meta(row) for row in found]
 
-    @_engine_errors
+    @engine_errors
     def list_stuck_sessions(self, threshold_secs: int) -> list[SessionMetadata]:
         cutoff = ago(timedelta(hours=min(threshold_secs // 3600, MAX_HOURS), seconds=threshold_secs % 3600))
+        if self._view is not None:
+            since = utc(cutoff)
+            return [
+                r.metadata() for r in self._view.running() if r.turn_started_at and since and r.turn_started_at < since
+            ]
         found = rows(
             self._conn.cursor(),
             f"SELECT {META} FROM sessions WHERE state = 'running' AND turn_started_at < ? ORDER BY turn_started_at, id",
@@ -398,25 +423,29 @@ class DuckDBSessionBackend(SessionBackend):
     # Beyond the trait.
 
     def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
-        """Append many messages (to any sessions, in order) in one transaction; return how many.
-
-        marks record how much of which import files these messages come from, in the same transaction,
-        so an import that stops half-way resumes where it stopped (see import_marks)."""
+        """Append many messages (to any sessions, in order) in one transaction; return how many. marks record
+        which import files they come from, so a stopped import resumes where it stopped (see import_marks)."""
         batch = list(items)
         self._append(batch, marks)
         return len(batch)
 
-    @_engine_errors
+    @engine_errors
     def _append(self, batch: list[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> dict[str, int]:
         for _, message in batch:
             self.check_message(message)
         return self._writer.append(batch, marks)
 
-    @_engine_errors
+    @engine_errors
     def load_page(self, session_key: str, offset: int | None = None, limit: int | None = None) -> MessagePage:
-        return load_page(self._conn, self._writer.slots, session_key, offset, limit)
+        cached = self._tails.page(session_key, offset, limit)
+        if cached is not None:
+            return cached
+        version = self._tails.version(session_key)
+        page = load_page(self._conn, self._writer.slots, session_key, offset, limit)
+        self._tails.fill(session_key, version, page)
+        return page
 
-    @_engine_errors
+    @engine_errors
     def search_messages(
         self,
         query: str,
@@ -458,12 +487,12 @@ class DuckDBSessionBackend(SessionBackend):
             self._keys.update(found)
         return self._keys
 
-    @_engine_errors
+    @engine_errors
     def import_marks(self, session_key: str) -> list[ImportMark]:
         """What earlier imports into this session read: one mark per file prefix, shortest first."""
         return import_marks(self._conn.cursor(), session_key)
 
-    @_engine_errors
+    @engine_errors
     def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
         """Write every message to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
         return export_messages(self._conn, path, format)

@@ -128,7 +128,7 @@ class LiveIndex:
                     return
                 try:
                     if self.wants_merge():
-                        self.merge(self.conn.cursor())
+                        self.conn.spare_memory(lambda: self.merge(self.conn.cursor()))
                     self._after_merge()
                 except Exception as exc:  # noqa: BLE001 - a merge is retried by the next write that asks
                     log.warning("merging recent postings failed (searches still see them): %s", exc)

@@ -29,4 +29,7 @@ class Tuning:
     # write, a merge or optimize() (sorts spill to <file>.tmp past it), then small again once a checkpoint has
     # moved what they left in memory to the file.
     memory_limit: str = "100MB"
+    # Up to this many sessions, every session row is kept in memory (see SessionView): reads of sessions need
+    # no statement. Past it (or at 0) they are read from the file.
+    session_view_max: int = 100_000
     bulk_memory_limit: str = "2GB"

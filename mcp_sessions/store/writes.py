@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
 
 from ..errors import StoreReadOnly
-from ..models import ChatMessage
+from ..models import ChatMessage, TimestampedMessage
 from ..terms import Analyzer
 from .connection import Connection
 from .imports import ImportMark, record_imports
@@ -23,7 +23,9 @@ from .live_index import LiveIndex
 from .pages import Slot
 from .params import rows_param, rows_sql
 from .postings import index_texts
+from .session_view import SessionRow, SessionView, utc
 from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
+from .tails import Tails
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,14 @@ Row = tuple[int, int, str, str, str | None, Indexed]
 class Writer:
     """Every write goes through here, one at a time (the connection's write lock)."""
 
-    def __init__(self, conn: Connection, index: LiveIndex, analyzer: Analyzer) -> None:
+    def __init__(
+        self, conn: Connection, index: LiveIndex, analyzer: Analyzer, view: SessionView | None, tails: Tails
+    ) -> None:
         self.conn = conn
+        # Told of every change to a session's last messages once it commits.
+        self.tails = tails
+        # Told of every change to a session row once it commits (None: rows are read from the file).
+        self.view = view
         self.index = index
         self.analyzer = analyzer
         self.tuning = conn.tuning
@@ -120,6 +128,26 @@ class Writer:
         except duckdb.Error as exc:
             # The write before this is already durable in the log; upkeep retries on a later write.
             log.warning("store upkeep failed (writes are safe, will retry): %s", exc)
+
+    def after_commit(self, then: Callable[[], None]) -> None:
+        """Run then once the open write has committed (not at all if it fails), before the write returns."""
+        self._after_commit.append(then)
+
+    def touched(self, key: str, **changes: Any) -> None:
+        """The open write changes these columns of the session's row (times as ISO text): tell the view on commit."""
+        view = self.view
+        if view is not None:
+            for column in ("created_at", "last_activity", "turn_started_at"):
+                if column in changes:
+                    changes[column] = utc(changes[column])
+            self._after_commit.append(lambda: view.update(key, **changes))
+
+    def stored(self, row: tuple[Any, ...]) -> None:
+        """The open write leaves this session row (read with session_view.COLUMNS): tell the view on commit."""
+        view = self.view
+        if view is not None:
+            session = SessionRow.from_sql(row)
+            self._after_commit.append(lambda: view.put(session))
 
     def close(self) -> None:
         if self._insert_pool is not None:
@@ -232,7 +260,12 @@ class Writer:
         if not ids:
             return
         self.kill(cur, f"session_id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
-        cur.execute(f"DELETE FROM sessions WHERE id IN (SELECT id FROM {_IDS})", [rows_param(id=ids)])
+        deleted = f"DELETE FROM sessions WHERE id IN (SELECT id FROM {_IDS}) RETURNING key"
+        gone = [r[0] for r in rows(cur, deleted, [rows_param(id=ids)])]
+        self.after_commit(lambda: self.tails.forget(gone))
+        view = self.view
+        if view is not None:
+            self.after_commit(lambda: view.drop(gone))
 
     # Appends.
 
@@ -279,6 +312,9 @@ class Writer:
                     [rows_param(key=new, added=(added[k] for k in new), now=[at] * len(new))],
                 ).fetchall()
                 places.update((key, (session_id, 0)) for key, session_id in created)
+                if self.view is not None:
+                    for key, session_id in created:
+                        self.stored((session_id, key, None, at, at, added[key], *[None] * 7))
             lasts: dict[int, tuple[int, int]] = {}  # session id -> (id, term count) of its last new message
             pending: Future[dict[int, tuple[int, int]]] | None = None
             try:
@@ -308,6 +344,10 @@ class Writer:
                 if pending is not None:
                     wait([pending])
             record_imports(cur, marks, at)
+            for key, _, count in found:
+                self.touched(key, message_count=count, last_activity=at)
+            touched = list(added)
+            self.after_commit(lambda: self.tails.forget(touched))
             for key, (session_id, count) in places.items():
                 self.remember(key, Slot(session_id, count, *lasts[session_id]))
         return {key: count for key, (_, count) in places.items()}
@@ -331,6 +371,11 @@ class Writer:
                 row = (slot.session_id, slot.count, message.role, message.content, at, indexed)
                 ((message_id, dl),) = self.insert_messages(cur, [row], before=BEGIN + update)
                 self.remember(key, Slot(slot.session_id, count, message_id, dl))
+                self.touched(key, message_count=count, last_activity=at)
+                added = [
+                    TimestampedMessage(role=message.role, content=message.content, created_at=utc(at), index=count - 1)
+                ]
+                self.after_commit(lambda: self.tails.appended(key, count, added))
         return {key: count}
 
     @staticmethod
