@@ -31,12 +31,21 @@ async def test_thousands_of_mixed_calls_in_flight_lose_and_double_nothing(tmp_pa
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_sessions", "--db", db])
     counts: list[int] = []
     calls = Counter[str]()
+    # Per session, every message count it can have had, in order: each is added before the call that makes it.
+    # settled[key] is the first of them the store can still hold: acknowledged writes are never undone.
+    history: dict[str, list[int]] = {"shared": [0], **{f"owned {o}": [0] for o in range(OWNERS)}}
+    settled = dict.fromkeys(history, 0)
+
+    def will_hold(key: str, count: int) -> None:
+        history[key].append(count)
 
     async def shared_writer(client: Client, w: int) -> None:
         """Appends to the one session every shared writer writes: each count it is given is its own."""
         for i in range(SHARED_APPENDS):
+            will_hold("shared", len(history["shared"]))  # the shared history is 0, 1, 2, ...: count == position
             result = await call(client, "append", {"session_key": "shared", "message": message(f"writer {w} seq {i}")})
             counts.append(result["message_count"])
+            settled["shared"] = max(settled["shared"], result["message_count"])
             calls["append"] += 1
 
     async def owner(client: Client, o: int) -> None:
@@ -48,6 +57,7 @@ async def test_thousands_of_mixed_calls_in_flight_lose_and_double_nothing(tmp_pa
             choice = rng.random()
             m = message(f"owner {o} call {n}", rng.choice(["user", "assistant"]))
             if choice < 0.45:
+                will_hold(key, len(model) + 1)
                 result = await call(client, "append", {"session_key": key, "message": m})
                 model.append(m)
                 assert result == {"session_key": key, "message_count": len(model)}
@@ -58,6 +68,7 @@ async def test_thousands_of_mixed_calls_in_flight_lose_and_double_nothing(tmp_pa
                 model[-1:] = [m] if model else []
                 tool = "update_last"
             elif choice < 0.7:
+                will_hold(key, max(len(model) - 1, 0))
                 result = await call(client, "remove_last", {"session_key": key})
                 assert result == {"removed": bool(model)}
                 model[-1:] = []
@@ -78,6 +89,7 @@ async def test_thousands_of_mixed_calls_in_flight_lose_and_double_nothing(tmp_pa
                 assert all(model[h["index"]]["content"] == h["snippet"] for h in hits)
                 tool = "search_messages"
             calls[tool] += 1
+            settled[key] = len(history[key]) - 1
         assert (await call(client, "load", {"session_key": key}))["messages"] == model
         metadata = (await call(client, "get_session_metadata", {"session_key": key}))["metadata"]
         assert metadata is None or metadata["message_count"] == len(model)
@@ -98,8 +110,12 @@ async def test_thousands_of_mixed_calls_in_flight_lose_and_double_nothing(tmp_pa
                 assert all(h["session_key"] == "shared" for h in hits)
                 tool = "search_messages"
             elif choice < 0.75:
+                floors = dict(settled)
                 sessions = (await call(client, "list_sessions_with_metadata", {"limit": 100}))["sessions"]
-                assert all(s["message_count"] >= 0 for s in sessions)
+                for s in sessions:
+                    # A count the session had between the call and its answer: none lost, none not yet sent.
+                    possible = history[s["key"]][floors[s["key"]] :]
+                    assert s["message_count"] in possible, (s, possible, f"seed {seed}")
                 tool = "list_sessions_with_metadata"
             elif choice < 0.9:
                 await call(client, "search", {"query": {"keyword": "owner call", "limit": 20}})

@@ -11,7 +11,7 @@ from mcp.client import Client
 from tool_calls import call, message, refused
 
 from mcp_sessions.memory import MemorySessionBackend
-from mcp_sessions.models import ChatMessage, InvalidArgument, SessionContext, SessionQuery
+from mcp_sessions.models import ChatMessage, SessionContext, SessionQuery
 from mcp_sessions.scope import ScopedBackend
 from mcp_sessions.server import build_server
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
@@ -188,10 +188,9 @@ async def test_state_running_sets_turn_started_at_and_lists_running_and_stuck(cl
     assert result["state"]["state"] == "running" and result["state"]["turn_id"] == "t1"
     assert result["state"]["turn_started_at"] is not None
     assert [m["key"] for m in (await call(client, "list_running_sessions"))["sessions"]] == ["k"]
-    assert [m["key"] for m in (await call(client, "list_stuck_sessions", {"threshold_secs": 0}))["sessions"]] in (
-        [],
-        ["k"],
-    )
+    # Running for longer than 0 seconds: turn_started_at has microseconds, and a call has passed since.
+    stuck = await call(client, "list_stuck_sessions", {"threshold_secs": 0})
+    assert [m["key"] for m in stuck["sessions"]] == ["k"]
     assert (await call(client, "list_stuck_sessions", {"threshold_secs": 3600}))["sessions"] == []
     idle = await call(client, "set_session_state", {"session_key": "k", "state": "idle"})
     assert idle["state"] == {"state": "idle", "turn_id": None, "turn_started_at": None}
@@ -199,9 +198,22 @@ async def test_state_running_sets_turn_started_at_and_lists_running_and_stuck(cl
 
 
 async def test_cleanup_stale_spares_recent_and_running_sessions(client: Client) -> None:
-    await call(client, "append", {"session_key": "k", "message": message("hi")})
+    await call(client, "append", {"session_key": "idle", "message": message("hi")})
+    await call(client, "append", {"session_key": "busy", "message": message("working")})
+    await call(client, "set_session_state", {"session_key": "busy", "state": "running", "turn_id": "t"})
+    # Both were active within the hour: recent, so spared.
     assert await call(client, "cleanup_stale", {"ttl_hours": 1}) == {"removed": 0}
-    assert await call(client, "list_sessions") == {"sessions": ["k"]}
+    assert set((await call(client, "list_sessions"))["sessions"]) == {"idle", "busy"}
+    # With ttl 0 both are stale (last active before now): the idle one goes, the running one stays whole.
+    assert await call(client, "cleanup_stale", {"ttl_hours": 0}) == {"removed": 1}
+    assert await call(client, "list_sessions") == {"sessions": ["busy"]}
+    assert await call(client, "get_session_metadata", {"session_key": "idle"}) == {"metadata": None}
+    assert (await call(client, "load", {"session_key": "busy"}))["messages"] == [message("working")]
+    assert (await call(client, "get_session_state", {"session_key": "busy"}))["state"]["state"] == "running"
+    # Once it stops running, it is stale like any other.
+    await call(client, "set_session_state", {"session_key": "busy", "state": "idle"})
+    assert await call(client, "cleanup_stale", {"ttl_hours": 0}) == {"removed": 1}
+    assert await call(client, "list_sessions") == {"sessions": []}
 
 
 async def test_list_sessions_most_recent_first_with_metadata_paging(client: Client) -> None:
@@ -429,12 +441,29 @@ def test_scoped_creation_is_atomic_under_concurrent_writers(backend: DuckDBSessi
     assert len(backend.load("race")) == 16
 
 
-def test_scoped_write_that_fails_leaves_no_session_behind(backend: DuckDBSessionBackend) -> None:
-    backend.max_content_bytes = 4
+def test_scoped_write_that_fails_leaves_no_session_behind(
+    backend: DuckDBSessionBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scoped = ScopedBackend(backend, "a")
-    with pytest.raises(InvalidArgument, match="message.content"):
-        scoped.append("k", ChatMessage(role="user", content="too long"))
+    scoped.append("kept", ChatMessage(role="user", content="before"))
+    before = (backend.list_sessions_with_metadata(), backend.load_with_timestamps("kept"))
+    claimed: list[str | None] = []
+
+    def fail(session_key: str, message: ChatMessage) -> int:
+        # The scope has already claimed the new key for its agent: the failure lands where the rollback is.
+        claimed.append(backend.get_session_agent_alias(session_key))
+        raise RuntimeError("the disk is gone")
+
+    monkeypatch.setattr(backend, "append", fail)
+    with pytest.raises(RuntimeError, match="the disk is gone"):
+        scoped.append("k", ChatMessage(role="user", content="lost"))
+    assert claimed == ["a"]
     assert backend.get_session_metadata("k") is None
+    assert (backend.list_sessions_with_metadata(), backend.load_with_timestamps("kept")) == before
+    # A failing write to a session that already existed leaves it in place.
+    with pytest.raises(RuntimeError, match="the disk is gone"):
+        scoped.append("kept", ChatMessage(role="user", content="lost"))
+    assert (backend.list_sessions_with_metadata(), backend.load_with_timestamps("kept")) == before
 
 
 def test_scoped_search_narrowing_in_the_backend(shared: DuckDBSessionBackend) -> None:
