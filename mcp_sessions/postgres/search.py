@@ -1,0 +1,114 @@
+"""BM25 over the messages' term arrays, ranking exactly as the embedded store does (see bm25.py).
+
+A search is two statements. The first reads the corpus statistics and, through the GIN index on terms, each
+query term's document frequency; the second scores every message holding any of the terms with the constants
+those give, written into the SQL as literals (our own numbers, never a caller's text), and returns the best.
+Ties go to the newer message (the larger id), as in the embedded store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .. import bm25
+from ..models import MessageFilters
+from .pool import Cursor
+from .writes import COLUMNS, exact
+
+
+def _literal(value: float) -> str:
+    return f"{float(value)!r}::float8"
+
+
+def _frequencies(cur: Cursor, tids: list[int]) -> tuple[int, float, list[int]]:
+    """(messages in the corpus, their mean term count, each term's document frequency), in one round trip."""
+    counts = ", ".join(f"count(*) FILTER (WHERE terms @> ARRAY[{int(t)}]::bigint[])" for t in tids)
+    row = cur.execute(
+        f"SELECT (SELECT sum(docs) FROM _corpus), (SELECT sum(terms) FROM _corpus), {counts}"
+        " FROM messages WHERE terms && %s::bigint[]",
+        [tids],
+    ).fetchone()
+    assert row is not None
+    docs, total = int(row[0] or 0), int(row[1] or 0)
+    return docs, (total / docs if docs else 0.0), [int(n) for n in row[2:]]
+
+
+def _where(filters: MessageFilters) -> tuple[str, list[object]]:
+    """Conditions over messages for the filters (each starting with AND), and their parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    if filters.session_key is not None:
+        where.append("session_id = (SELECT id FROM sessions WHERE key = %s)")
+        params.append(filters.session_key)
+    if filters.agent_alias is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = %s)")
+        params.append(filters.agent_alias)
+    for column, op, value in (
+        ("role", "=", filters.role),
+        ("created_at", ">=", filters.since),
+        ("created_at", "<=", filters.until),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} %s")
+            params.append(value.replace("\x00", "\ufffd") if isinstance(value, str) else value)
+    return "".join(f" AND {w}" for w in where), params
+
+
+def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str) -> str:
+    """SQL yielding (id, session_id, score) of every message holding a term and passing the filters; its
+    parameters are the term ids array, then the filters'."""
+    weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
+    places = ", ".join(f"array_position(terms, {int(t)}::bigint) AS p{k}" for k, t in enumerate(tids))
+    words = " + ".join(f"(p{k} IS NOT NULL)::int" for k in range(len(tids)))
+    relevance = " + ".join(
+        f"coalesce({_literal(w)} * tfs[p{k}] / (tfs[p{k}] + {_literal(a)} + {_literal(c)} * dl), 0)"
+        for k, w in enumerate(weights)
+    )
+    return f"""
+        SELECT id, session_id, words + r / (1 + r) AS score FROM (
+            SELECT id, session_id, {words} AS words, {relevance} AS r FROM (
+                SELECT id, session_id, dl, tfs, {places} FROM messages WHERE terms && %s::bigint[]{where}) AS p
+        ) AS q"""
+
+
+def _plan(cur: Cursor, tids: list[int], filters: MessageFilters) -> tuple[str, list[object]] | None:
+    docs, avgdl, dfs = _frequencies(cur, tids)
+    if not any(dfs):
+        return None
+    where, params = _where(filters)
+    return _scored_sql(tids, dfs, docs, avgdl, where), [tids, *params]
+
+
+Hit = tuple[float, int, str, str, datetime | None, str]  # score, idx, role, content, created_at, session key
+
+
+def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit: int | None) -> list[Hit]:
+    """The best messages for the terms, best first (ties: newest first), at most limit."""
+    plan = _plan(cur, tids, filters)
+    if plan is None:
+        return []
+    sql, params = plan
+    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
+    found = cur.execute(
+        f"""SELECT b.score, m.idx, m.role, m.content, m.raw, m.created_at, s.key
+        FROM (SELECT * FROM ({sql}) AS r ORDER BY score DESC, id DESC {limit_sql}) AS b
+        JOIN messages AS m ON m.id = b.id JOIN sessions AS s ON s.id = b.session_id
+        ORDER BY b.score DESC, b.id DESC""",
+        params,
+    ).fetchall()
+    return [(float(r[0]), r[1], *exact(r[2], r[3], r[4]), r[5], r[6]) for r in found]
+
+
+def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit: int) -> list[tuple[Any, ...]]:
+    """Rows of the sessions holding the terms (COLUMNS), best message's score first, then most recent."""
+    plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias))
+    if plan is None:
+        return []
+    sql, params = plan
+    columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+    return cur.execute(
+        f"""SELECT {columns} FROM (SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id) AS b
+        JOIN sessions AS s ON s.id = b.session_id
+        ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
+        params,
+    ).fetchall()
