@@ -49,4 +49,4 @@ def pg_uri(pg_cluster: Cluster) -> Iterator[str]:
     """A fresh, migrated database of the cluster, dropped after the test."""
     uri = pg_cluster.new_database()
     yield uri
-    pg_cluster.drop(uri)
+    pg_cluster.recycle(uri)

@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 
 from mcp_sessions.postgres.backend import PostgresSessionBackend
+from mcp_sessions.postgres.schema import MIGRATIONS
 
 TEMPLATE = "mcp_sessions_template"
 
@@ -50,12 +51,14 @@ class Cluster:
             shutil.chown(self.root, "postgres")
         self.root.chmod(0o755)
         self._names = itertools.count()
+        self._free: list[str] = []
         self._run("initdb", "-D", str(self.data), "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8")
         self.start()
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")
         # Migrated once: each test's database is a copy, with the schema already in place.
         PostgresSessionBackend(self.uri(TEMPLATE)).close()
+        self._migrations = len(MIGRATIONS)
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]
@@ -78,12 +81,29 @@ class Cluster:
         with psycopg.connect(self.uri(), autocommit=True) as conn:
             yield conn
 
-    def new_database(self) -> str:
-        """A fresh, migrated database; its URI."""
+    def new_database(self, *, migrated: bool = True) -> str:
+        """A fresh database (migrated, or empty); its URI. An emptied one is reused: creating one costs more."""
+        if migrated and self._free:
+            return self._free.pop()
         name = f"t{os.getpid()}_{next(self._names)}"
         with self.admin() as conn:
-            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE if migrated else 'template0'}")
         return self.uri(name)
+
+    def recycle(self, uri: str) -> None:
+        """Empty a migrated database for the next test, or drop it if that cannot be done at once."""
+        try:
+            with psycopg.connect(uri, autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '2s'")
+                conn.execute("TRUNCATE sessions, messages, _imports RESTART IDENTITY")
+                conn.execute("UPDATE _corpus SET docs = 0, terms = 0")
+                migrations = conn.execute("SELECT count(*) FROM _migrations").fetchone()
+            if migrations == (self._migrations,):
+                self._free.append(uri)
+                return
+        except psycopg.Error:
+            pass
+        self.drop(uri)
 
     def drop(self, uri: str) -> None:
         name = uri.split("@/", 1)[1].split("?", 1)[0]
