@@ -107,9 +107,8 @@ def db_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 return fn(*args, **kwargs)
             except PoolTimeout as exc:
                 # No connection was had: nothing was sent.
-                raise StoreUnavailable(
-                    f"the database cannot be reached (no connection within {POOL_TIMEOUT:g} s)"
-                ) from exc
+                said = f"the database cannot be reached (no connection within {POOL_TIMEOUT:g} s)"
+                raise StoreUnavailable(said + ("; nothing was applied" if write else "")) from exc
             except psycopg.errors.ReadOnlySqlTransaction as exc:
                 raise StoreReadOnly(f"the database is open read-only: {exc}") from exc
             except psycopg.OperationalError as exc:
