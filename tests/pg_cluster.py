@@ -95,7 +95,12 @@ class Cluster:
         try:
             with psycopg.connect(uri, autocommit=True) as conn:
                 conn.execute("SET lock_timeout = '2s'")
-                conn.execute("TRUNCATE sessions, messages, _imports RESTART IDENTITY")
+                tables = conn.execute(
+                    "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
+                    " WHERE schemaname = 'public' AND tablename NOT IN ('_migrations', '_corpus')"
+                ).fetchone()
+                assert tables is not None
+                conn.execute(f"TRUNCATE {tables[0]} RESTART IDENTITY")
                 conn.execute("UPDATE _corpus SET docs = 0, terms = 0")
                 migrations = conn.execute("SELECT count(*) FROM _migrations").fetchone()
             if migrations == (self._migrations,):

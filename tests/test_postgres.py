@@ -191,7 +191,13 @@ def test_update_last_and_remove_last_racing_appends_stay_consistent(pg_uri: str)
         with psycopg.connect(pg_uri) as conn:
             docs, terms = conn.execute("SELECT sum(docs), sum(terms) FROM _corpus").fetchone() or (0, 0)
             real = conn.execute("SELECT count(*), coalesce(sum(dl), 0) FROM messages").fetchone()
+            postings = conn.execute(
+                "SELECT (SELECT count(*) FROM postings),"
+                " (SELECT coalesce(sum(cardinality(terms)), 0) FROM messages),"
+                " (SELECT count(*) FROM postings AS p JOIN messages AS m ON m.id = p.message_id AND m.dl = p.dl)"
+            ).fetchone()
         assert (docs, terms) == real  # the corpus statistics followed every change
+        assert postings is not None and postings[0] == postings[1] == postings[2]  # and so did the postings
     finally:
         for store in stores:
             store.close()

@@ -1,9 +1,10 @@
-"""BM25 over the messages' term arrays, ranking exactly as the embedded store does (see bm25.py).
+"""BM25 over the postings table, ranking exactly as the embedded store does (see bm25.py).
 
-A search is two statements. The first reads the corpus statistics and, through the GIN index on terms, each
-query term's document frequency; the second scores every message holding any of the terms with the constants
-those give, written into the SQL as literals (our own numbers, never a caller's text), and returns the best.
-Ties go to the newer message (the larger id), as in the embedded store."""
+A search is two statements. The first reads the corpus statistics and each query term's document frequency
+(a count over the term's postings); the second scores the messages holding any of the terms with the
+constants those give, written into the SQL as literals (our own numbers, never a caller's text), and returns
+the best. Both read only the postings index, never the message rows. Ties go to the newer message (the
+larger id), as in the embedded store."""
 
 from __future__ import annotations
 
@@ -22,19 +23,15 @@ def _literal(value: float) -> str:
 
 def _frequencies(cur: Cursor, tids: list[int]) -> tuple[int, float, list[int]]:
     """(messages in the corpus, their mean term count, each term's document frequency), in one round trip."""
-    counts = ", ".join(f"count(*) FILTER (WHERE terms @> ARRAY[{int(t)}]::bigint[])" for t in tids)
-    row = cur.execute(
-        f"SELECT (SELECT sum(docs) FROM _corpus), (SELECT sum(terms) FROM _corpus), {counts}"
-        " FROM messages WHERE terms && %s::bigint[]",
-        [tids],
-    ).fetchone()
+    counts = ", ".join(f"(SELECT count(*) FROM postings WHERE term = {int(t)})" for t in tids)
+    row = cur.execute(f"SELECT (SELECT sum(docs) FROM _corpus), (SELECT sum(terms) FROM _corpus), {counts}").fetchone()
     assert row is not None
     docs, total = int(row[0] or 0), int(row[1] or 0)
     return docs, (total / docs if docs else 0.0), [int(n) for n in row[2:]]
 
 
 def _where(filters: MessageFilters) -> tuple[str, list[object]]:
-    """Conditions over messages for the filters (each starting with AND), and their parameters."""
+    """Conditions over postings for the filters (each starting with AND), and their parameters."""
     where: list[str] = []
     params: list[object] = []
     if filters.session_key is not None:
@@ -43,32 +40,37 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     if filters.agent_alias is not None:
         where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = %s)")
         params.append(filters.agent_alias)
+    message_where: list[str] = []
     for column, op, value in (
         ("role", "=", filters.role),
         ("created_at", ">=", filters.since),
         ("created_at", "<=", filters.until),
     ):
         if value is not None:
-            where.append(f"{column} {op} %s")
+            message_where.append(f"{column} {op} %s")
             params.append(value.replace("\x00", "\ufffd") if isinstance(value, str) else value)
+    if message_where:
+        where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
     return "".join(f" AND {w}" for w in where), params
 
 
 def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str) -> str:
     """SQL yielding (id, session_id, score) of every message holding a term and passing the filters; its
-    parameters are the term ids array, then the filters'."""
+    parameters are the filters'."""
     weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
-    places = ", ".join(f"array_position(terms, {int(t)}::bigint) AS p{k}" for k, t in enumerate(tids))
-    words = " + ".join(f"(p{k} IS NOT NULL)::int" for k in range(len(tids)))
-    relevance = " + ".join(
-        f"coalesce({_literal(w)} * tfs[p{k}] / (tfs[p{k}] + {_literal(a)} + {_literal(c)} * dl), 0)"
-        for k, w in enumerate(weights)
-    )
+    norm = f"(tf + {_literal(a)} + {_literal(c)} * dl)"
+    if len(tids) == 1:  # one posting per message: nothing to group
+        relevance = f"{_literal(weights[0])} * tf / {norm}"
+        return f"""
+            SELECT id, session_id, 1 + r / (1 + r) AS score FROM (
+                SELECT message_id AS id, session_id, {relevance} AS r
+                FROM postings WHERE term = {int(tids[0])}{where}) AS q"""
+    weight = "CASE term " + " ".join(f"WHEN {int(t)} THEN {_literal(w)}" for t, w in zip(tids, weights, strict=True))
+    terms = ", ".join(str(int(t)) for t in tids)
     return f"""
         SELECT id, session_id, words + r / (1 + r) AS score FROM (
-            SELECT id, session_id, {words} AS words, {relevance} AS r FROM (
-                SELECT id, session_id, dl, tfs, {places} FROM messages WHERE terms && %s::bigint[]{where}) AS p
-        ) AS q"""
+            SELECT message_id AS id, session_id, count(*) AS words, sum({weight} END * tf / {norm}) AS r
+            FROM postings WHERE term IN ({terms}){where} GROUP BY message_id, session_id) AS q"""
 
 
 def _plan(cur: Cursor, tids: list[int], filters: MessageFilters) -> tuple[str, list[object]] | None:
@@ -76,7 +78,7 @@ def _plan(cur: Cursor, tids: list[int], filters: MessageFilters) -> tuple[str, l
     if not any(dfs):
         return None
     where, params = _where(filters)
-    return _scored_sql(tids, dfs, docs, avgdl, where), [tids, *params]
+    return _scored_sql(tids, dfs, docs, avgdl, where), params
 
 
 Hit = tuple[float, int, str, str, datetime | None, str]  # score, idx, role, content, created_at, session key

@@ -69,11 +69,19 @@ _BUMP = """
 
 _INSERT = "INSERT INTO messages (session_id, idx, role, content, raw, created_at, dl, terms, tfs)"
 
+# The postings of the messages in m (id, session_id, dl, terms, tfs), one row per term.
+_POSTINGS = (
+    "INSERT INTO postings (term, tf, dl, message_id, session_id)"
+    " SELECT x.term, x.tf, m.dl, m.id, m.session_id FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
+)
+
 # One statement, one round trip: the new message takes the place the locked row's count gives it.
 _APPEND = f"""
     WITH s AS ({_BUMP}),
     m AS ({_INSERT}
-        SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s),
+        SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
+        RETURNING id, session_id, dl, terms, tfs),
+    p AS ({_POSTINGS}),
     c AS (UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = (SELECT mod(id, {SHARDS}) FROM s))
     SELECT message_count FROM s"""
 
@@ -96,15 +104,29 @@ def append_many(
         row = cur.execute(_BUMP, [key, counts[key]]).fetchone()
         assert row is not None
         places[key] = [row[0], row[1] - counts[key], row[2]]
+    # Ids in batch order, so that ties in search go to the later message as they do for single appends.
+    ids = [
+        row[0]
+        for row in cur.execute(
+            "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, %s) ORDER BY 1",
+            [len(batch)],
+        ).fetchall()
+    ]
     shards: Counter[int] = Counter()
     docs: Counter[int] = Counter()
-    with cur.copy("COPY messages (session_id, idx, role, content, raw, created_at, dl, terms, tfs) FROM STDIN") as copy:
-        for key, message, ix in batch:
+    columns = "id, session_id, idx, role, content, raw, created_at, dl, terms, tfs"
+    with cur.copy(f"COPY messages ({columns}) FROM STDIN") as copy:
+        for message_id, (key, message, ix) in zip(ids, batch, strict=True):
             place = places[key]
-            copy.write_row((place[0], place[1], *stored(message), place[2], ix.dl, ix.terms, ix.tfs))
+            copy.write_row((message_id, place[0], place[1], *stored(message), place[2], ix.dl, ix.terms, ix.tfs))
             place[1] += 1
             shards[place[0] % SHARDS] += ix.dl
             docs[place[0] % SHARDS] += 1
+    with cur.copy("COPY postings (term, tf, dl, message_id, session_id) FROM STDIN") as copy:
+        for message_id, (key, _, ix) in zip(ids, batch, strict=True):
+            session_id = places[key][0]
+            for term, tf in zip(ix.terms, ix.tfs, strict=True):
+                copy.write_row((term, tf, ix.dl, message_id, session_id))
     for shard in sorted(docs):
         cur.execute(
             "UPDATE _corpus SET docs = docs + %s, terms = terms + %s WHERE shard = %s",
@@ -145,11 +167,19 @@ def lock(cur: Cursor, session_key: str) -> tuple[int, int] | None:
     return None if row is None else (int(row[0]), int(row[1]))
 
 
+# Deletes the postings of the messages in {source} (id, dl, terms, tfs): each entry is found by its whole key.
+_UNPOST = (
+    "DELETE FROM postings AS p USING {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf)"
+    " WHERE p.term = x.term AND p.tf = x.tf AND p.dl = {source}.dl AND p.message_id = {source}.id"
+)
+
+
 def delete_messages(cur: Cursor, where: str, params: Sequence[object]) -> int:
     """Delete the messages matching where (over messages' columns), taking them out of the corpus statistics;
     return how many. The sessions' rows must be locked already."""
     row = cur.execute(
-        f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING session_id, dl),
+        f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING id, session_id, dl, terms, tfs),
+        p AS ({_UNPOST.format(source="d")}),
         g AS (SELECT mod(session_id, {SHARDS}) AS shard, count(*) AS n, sum(dl) AS t FROM d GROUP BY 1),
         c AS (UPDATE _corpus SET docs = docs - g.n, terms = terms - g.t FROM g WHERE _corpus.shard = g.shard)
         SELECT coalesce(sum(n), 0) FROM g""",
@@ -175,8 +205,10 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
     if found is None or found[1] == 0:
         return False
     session_id, count = found
+    # Two statements: the old postings go before the new ones come (they may share a key), in this order.
     cur.execute(
-        """WITH old AS (SELECT id, dl FROM messages WHERE session_id = %s AND idx = %s),
+        f"""WITH old AS (SELECT id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
+        p AS ({_UNPOST.format(source="old")}),
         u AS (UPDATE messages AS m SET role = %s, content = %s, raw = %s, created_at = clock_timestamp(), dl = %s,
                 terms = %s::bigint[], tfs = %s::integer[]
               FROM old WHERE m.id = old.id RETURNING old.dl AS old_dl, m.created_at),
@@ -193,6 +225,11 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
             ix.dl,
             session_id % SHARDS,
         ],
+    )
+    cur.execute(
+        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s)"
+        f" {_POSTINGS}",
+        [session_id, count - 1],
     )
     return True
 
