@@ -41,7 +41,8 @@ def shown(conninfo: str) -> str:
 def connection_options(read_only: bool) -> dict[str, Any]:
     """psycopg.connect keyword arguments for every connection of a store."""
     options: dict[str, Any] = {"autocommit": True, "prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT}
-    settings = "-c timezone=UTC"
+    # Our statements are short: starting parallel workers or compiling with JIT costs more than they save.
+    settings = "-c timezone=UTC -c max_parallel_workers_per_gather=0 -c jit=off"
     if read_only:
         settings += " -c default_transaction_read_only=on"
     options["options"] = settings

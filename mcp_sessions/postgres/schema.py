@@ -124,7 +124,9 @@ def m001_sessions_and_messages(conn: Conn) -> None:
             session_id BIGINT NOT NULL
         )"""
     )
-    conn.execute("CREATE UNIQUE INDEX postings_by_term ON postings (term, tf, dl, message_id) INCLUDE (session_id)")
+    conn.execute(
+        "CREATE UNIQUE INDEX postings_by_term ON postings (term, tf, dl, message_id DESC) INCLUDE (session_id)"
+    )
     # BM25's corpus statistics (messages, their term total), kept in the writes' own transactions.
     conn.execute("CREATE TABLE _corpus (shard INTEGER PRIMARY KEY, docs BIGINT NOT NULL, terms BIGINT NOT NULL)")
     conn.execute("INSERT INTO _corpus SELECT s, 0, 0 FROM generate_series(0, %s) AS s", [SHARDS - 1])

@@ -73,10 +73,36 @@ def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where:
             FROM postings WHERE term IN ({terms}){where} GROUP BY message_id, session_id) AS q"""
 
 
-def _plan(cur: Cursor, tids: list[int], filters: MessageFilters) -> tuple[str, list[object]] | None:
+def _best_of_one_sql(tid: int, dfs: list[int], docs: int, avgdl: float, limit: int) -> str:
+    """SQL yielding (id, session_id, score) of the best `limit` messages for one term, unfiltered, best first.
+
+    For one term a message's relevance grows with tf and falls with dl, so the best messages of each tf are
+    its first entries in the index (dl ascending, then the newer message): the walk reads `limit` entries of
+    each distinct tf (found by skipping from one to the next) rather than every entry of a common word."""
+    weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
+    relevance = f"{_literal(weights[0])} * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+    t = int(tid)
+    return f"""
+        WITH RECURSIVE g(tf) AS (
+            (SELECT tf FROM postings WHERE term = {t} ORDER BY tf LIMIT 1)
+            UNION ALL
+            SELECT (SELECT p.tf FROM postings AS p WHERE p.term = {t} AND p.tf > g.tf ORDER BY p.tf LIMIT 1)
+            FROM g WHERE g.tf IS NOT NULL)
+        SELECT id, session_id, 1 + r / (1 + r) AS score FROM g, LATERAL (
+            SELECT message_id AS id, session_id, {relevance} AS r FROM postings
+            WHERE term = {t} AND tf = g.tf ORDER BY dl, message_id DESC LIMIT {int(limit)}) AS b
+        WHERE g.tf IS NOT NULL"""
+
+
+def _plan(
+    cur: Cursor, tids: list[int], filters: MessageFilters, walk: int | None = None
+) -> tuple[str, list[object]] | None:
+    """The scoring SQL and its parameters; walk: the limit of a one-term unfiltered search (see _best_of_one_sql)."""
     docs, avgdl, dfs = _frequencies(cur, tids)
     if not any(dfs):
         return None
+    if walk is not None:
+        return _best_of_one_sql(tids[0], dfs, docs, avgdl, walk), []
     where, params = _where(filters)
     return _scored_sql(tids, dfs, docs, avgdl, where), params
 
@@ -86,7 +112,7 @@ Hit = tuple[float, int, str, str, datetime | None, str]  # score, idx, role, con
 
 def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit: int | None) -> list[Hit]:
     """The best messages for the terms, best first (ties: newest first), at most limit."""
-    plan = _plan(cur, tids, filters)
+    plan = _plan(cur, tids, filters, walk=limit if len(tids) == 1 and filters == MessageFilters() else None)
     if plan is None:
         return []
     sql, params = plan
