@@ -3,7 +3,11 @@ and many writers at once (threads with their own pools here; server processes in
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -231,3 +235,39 @@ def test_an_unreachable_database_fails_fast_saying_so(tmp_path: Path) -> None:
 
     with pytest.raises(StoreUnavailable, match="cannot use the database"):
         PostgresSessionBackend(f"postgresql://nobody@/nothing?host={tmp_path}")
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_sessions", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_the_human_commands_work_on_a_database(pg_uri: str, tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    lines = [{"role": "user", "content": "the running fox"}, {"role": "assistant", "content": "a lazy dog"}]
+    (source / "chat-1.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    imported = _cli("import", "--db", pg_uri, str(source))
+    assert imported.returncode == 0, imported.stderr
+    again = _cli("import", "--db", pg_uri, str(source))
+    assert again.returncode == 0 and "imported 0 messages" in again.stderr, again.stderr
+    # The URI also comes through the environment, and no folder is made for it.
+    env = {**os.environ, "MCP_SESSIONS_DB": pg_uri}
+    listed = _cli("list", "--json", env=env)
+    assert [json.loads(line)["key"] for line in listed.stdout.splitlines()] == ["chat-1"], listed.stderr
+    found = _cli("search", "--db", pg_uri, "--json", "run")
+    assert [(h["session_key"], h["index"]) for h in map(json.loads, found.stdout.splitlines())] == [("chat-1", 0)]
+    shown = _cli("show", "--db", pg_uri, "--json", "chat-1")
+    assert [json.loads(line)["content"] for line in shown.stdout.splitlines()] == [m["content"] for m in lines]
+    stats = json.loads(_cli("stats", "--db", pg_uri, "--json").stdout)
+    assert stats["sessions"] == 1 and stats["messages"] == 2 and stats["file_bytes"] > 0
+    everything = tmp_path / "all.jsonl"
+    assert _cli("export", "--db", pg_uri, "--all", str(everything)).returncode == 0
+    assert [json.loads(line)["content"] for line in everything.read_text().splitlines()] == [
+        m["content"] for m in lines
+    ]
+    out = tmp_path / "out"
+    assert _cli("export", "--db", pg_uri, str(out)).returncode == 0
+    assert [json.loads(line) for line in (out / "chat-1.jsonl").read_text().splitlines()] == lines
+    assert not any(p.name.startswith("postgres") for p in Path.cwd().iterdir())
