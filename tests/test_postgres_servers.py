@@ -3,7 +3,10 @@ that goes away mid-call and comes back (the servers carry on without a restart).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -141,3 +144,54 @@ async def test_servers_carry_on_when_the_database_comes_back(pg_cluster: Cluster
                 await anyio.sleep(0.2)
             loaded = await call(client, "load", {"session_key": "k"})
             assert [m["content"] for m in loaded["messages"]] == ["before", "after"]
+
+
+def _pid_of(uri: str, flag: str) -> int:
+    """The server process started with this URI and flag."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if uri.encode() in args and flag.encode() in args:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no server process for {uri} {flag}")
+
+
+async def test_a_server_killed_mid_stream_loses_nothing_acknowledged(pg_uri: str) -> None:
+    acknowledged: list[str] = []
+    with anyio.fail_after(120):
+        async with (
+            Client(server(pg_uri, "--log-level", "CRITICAL"), read_timeout_seconds=10) as victim,
+            Client(server(pg_uri), read_timeout_seconds=START) as survivor,
+        ):
+            victim_pid = _pid_of(pg_uri, "CRITICAL")
+            rounds = [0]
+
+            async def writer(name: str, client: Client) -> None:
+                for i in range(40):
+                    rounds[0] += 1
+                    content = f"{name}-{i}"
+                    try:
+                        result = await client.call_tool(
+                            "append", {"session_key": "shared", "message": message(content)}
+                        )
+                    except Exception:
+                        return  # the killed server's client: its call in flight is not acknowledged
+                    if not result.is_error:
+                        acknowledged.append(content)
+
+            async def killer() -> None:
+                while rounds[0] < 20:
+                    await anyio.sleep(0.005)
+                os.kill(victim_pid, signal.SIGKILL)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(writer, "victim", victim)
+                tasks.start_soon(writer, "survivor", survivor)
+                tasks.start_soon(killer)
+            loaded = await call(survivor, "load", {"session_key": "shared"})
+            stored = [m["content"] for m in loaded["messages"]]
+            assert all(stored.count(content) == 1 for content in acknowledged)
+            assert len(set(stored)) == len(stored) == loaded["total"]  # nothing twice, and the count agrees
+            assert f"survivor-{39}" in stored
