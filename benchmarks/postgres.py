@@ -141,21 +141,27 @@ def report(args: argparse.Namespace, corpus: Corpus, results: dict[str, dict[str
         "| operation | embedded p50 | embedded p95 | postgres p50 | postgres p95 | ratio (p50) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for op, label in OPS:
+    for op, label in OPS if not args.library_only else ():
         lines.append(_row(f"stdio: {label}", pg["stdio"]["ops"][op], duck["stdio"]["ops"][op]))
     for name in pg["direct"]:
         lines.append(_row(f"library: {name}", pg["direct"][name], duck["direct"][name]))
-    for name in ("append", "search_messages"):
-        label = f"{args.servers} servers x {args.clients} callers: {name}"
-        lines.append(_row(label, pg["crowd"]["latencies"][name], duck["crowd"]["latencies"][name]))
     calls = 2 * args.servers * args.clients * args.rounds
+    crowds: list[str] = []
+    if not args.library_only:
+        for name in ("append", "search_messages"):
+            label = f"{args.servers} servers x {args.clients} callers: {name}"
+            lines.append(_row(label, pg["crowd"]["latencies"][name], duck["crowd"]["latencies"][name]))
+        crowds = [
+            f"- {args.servers} servers x {args.clients} callers, {args.rounds} rounds of append + search_messages each"
+            f" ({calls:,} calls): embedded (one holder, {args.servers - 1} relays)"
+            f" {calls / duck['crowd']['wall_s']:,.0f} calls/s, postgres {calls / pg['crowd']['wall_s']:,.0f} calls/s;"
+            " distinct gapless counts per session:"
+            f" embedded {duck['crowd']['gapless']}, postgres {pg['crowd']['gapless']}; tool errors: embedded"
+            f" {len(duck['crowd']['errors'])}, postgres {len(pg['crowd']['errors'])}"
+        ]
     lines += [
         "",
-        f"- {args.servers} servers x {args.clients} callers, {args.rounds} rounds of append + search_messages each"
-        f" ({calls:,} calls): embedded (one holder, {args.servers - 1} relays) {calls / duck['crowd']['wall_s']:,.0f}"
-        f" calls/s, postgres {calls / pg['crowd']['wall_s']:,.0f} calls/s; distinct gapless counts per session:"
-        f" embedded {duck['crowd']['gapless']}, postgres {pg['crowd']['gapless']}; tool errors: embedded"
-        f" {len(duck['crowd']['errors'])}, postgres {len(pg['crowd']['errors'])}",
+        *crowds,
         f"- build (append_many in batches of {IMPORT_BATCH:,}, generation included, then optimize): embedded"
         f" {duck['built']['import_s']:.1f} s + {duck['built']['optimize_s']:.1f} s, postgres"
         f" {pg['built']['import_s']:.1f} s + {pg['built']['optimize_s']:.1f} s; size on disk: embedded"
@@ -171,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--servers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=8, help="concurrent callers per server (default 8)")
     parser.add_argument("--rounds", type=int, default=10, help="append + search rounds per caller (default 10)")
+    parser.add_argument(
+        "--library-only", action="store_true", help="only build and time library searches (for large sizes)"
+    )
     parser.add_argument("--db", help="an empty PostgreSQL database to use (default: a temporary cluster)")
     parser.add_argument("--out", type=Path, help="markdown file to append to (default results/postgres-<date>.md)")
     args = parser.parse_args(argv)
@@ -204,11 +213,13 @@ def main(argv: list[str] | None = None) -> None:
             store.close()
             if name == "duckdb":
                 result["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+            results[name] = result
+            if args.library_only:
+                continue
             print(f"{name}: tool calls over stdio", file=sys.stderr, flush=True)
             result["stdio"] = anyio.run(run_stdio, db, corpus, work, args.reps, last20, 900.0)
             print(f"{name}: {args.servers} servers x {args.clients} callers", file=sys.stderr, flush=True)
             result["crowd"] = anyio.run(crowd, db, args.servers, args.clients, args.rounds)
-            results[name] = result
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         if cluster is not None:
