@@ -96,6 +96,21 @@ def connect(conninfo: str, *, read_only: bool = False) -> psycopg.Connection[Any
     return psycopg.connect(conninfo, **connection_options(read_only))
 
 
+# A call whose transaction PostgreSQL aborted to break a deadlock (writes that lock several sessions, such as
+# cleanup_stale and a bulk append, can meet in opposite orders) is run again: nothing of it was applied.
+RETRIES = 3
+
+
+def _retried(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def db_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """psycopg's errors leave the store as StoreError: a lost database as StoreUnavailable saying so (for a
     write: that it may or may not have been applied), a refused write as StoreReadOnly, the rest as
@@ -105,7 +120,7 @@ def db_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @functools.wraps(fn)
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
-                return fn(*args, **kwargs)
+                return _retried(fn, *args, **kwargs)
             except PoolTimeout as exc:
                 # No connection was had: nothing was sent.
                 said = f"the database cannot be reached (no connection within {POOL_TIMEOUT:g} s)"

@@ -283,7 +283,7 @@ def cleanup_stale(cur: Cursor, ttl_hours: int) -> int:
     ids = [
         row[0]
         for row in cur.execute(
-            "SELECT id FROM sessions WHERE last_activity < clock_timestamp() - make_interval(hours => %s)"
+            "SELECT id FROM sessions WHERE last_activity < clock_timestamp() - make_interval(hours => %s::integer)"
             " AND state IS DISTINCT FROM 'running' ORDER BY id FOR UPDATE",
             [min(ttl_hours, MAX_HOURS)],
         ).fetchall()
