@@ -271,3 +271,27 @@ def test_the_human_commands_work_on_a_database(pg_uri: str, tmp_path: Path) -> N
     assert _cli("export", "--db", pg_uri, str(out)).returncode == 0
     assert [json.loads(line) for line in (out / "chat-1.jsonl").read_text().splitlines()] == lines
     assert not any(p.name.startswith("postgres") for p in Path.cwd().iterdir())
+
+
+def test_migrations_are_recorded_and_the_rest_applied_on_open(pg_cluster: Cluster) -> None:
+    from mcp_sessions.errors import StoreReadOnly
+    from mcp_sessions.postgres.pool import connect
+    from mcp_sessions.postgres.schema import migrate
+
+    uri = pg_cluster.new_database(migrated=False)
+    try:
+        with connect(uri) as conn:
+            assert migrate(conn, stop_before="m002_imports") == ["m001_sessions_and_messages"]
+            conn.execute("INSERT INTO sessions (key, created_at, last_activity) VALUES ('old', now(), now())")
+            assert conn.execute("SELECT to_regclass('_imports')").fetchone() == (None,)
+        with pytest.raises(StoreReadOnly, match="needs a schema upgrade"):
+            PostgresSessionBackend(uri, read_only=True)
+        with PostgresSessionBackend(uri) as store:
+            assert store.list_sessions() == ["old"]
+            assert store.import_marks("old") == []
+        with connect(uri) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY applied_at").fetchall()]
+            assert names == [m.__name__ for m in MIGRATIONS]
+            assert migrate(conn) == []
+    finally:
+        pg_cluster.drop(uri)
