@@ -94,11 +94,14 @@ def _best_of_one_sql(tid: int, dfs: list[int], docs: int, avgdl: float, limit: i
         WHERE g.tf IS NOT NULL"""
 
 
+Stats = tuple[int, float, list[int]]  # what _frequencies reads
+
+
 def _plan(
-    cur: Cursor, tids: list[int], filters: MessageFilters, walk: int | None = None
+    cur: Cursor, tids: list[int], filters: MessageFilters, walk: int | None = None, stats: Stats | None = None
 ) -> tuple[str, list[object]] | None:
     """The scoring SQL and its parameters; walk: the limit of a one-term unfiltered search (see _best_of_one_sql)."""
-    docs, avgdl, dfs = _frequencies(cur, tids)
+    docs, avgdl, dfs = stats or _frequencies(cur, tids)
     if not any(dfs):
         return None
     if walk is not None:
@@ -129,7 +132,12 @@ def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit
 
 def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit: int) -> list[tuple[Any, ...]]:
     """Rows of the sessions holding the terms (COLUMNS), best message's score first, then most recent."""
-    plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias))
+    stats = _frequencies(cur, tids)
+    if len(tids) == 1 and agent_alias is None:
+        found = _best_sessions_of_one(cur, tids[0], limit, stats)
+        if found is not None:
+            return found
+    plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias), stats=stats)
     if plan is None:
         return []
     sql, params = plan
@@ -140,3 +148,37 @@ def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit
         ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
         params,
     ).fetchall()
+
+
+# A session search walks this many best messages per session wanted, when that is at most a quarter of the
+# term's messages (past that, the aggregate over all of them costs about as much).
+_SESSIONS_WALK = 4
+
+
+def _best_sessions_of_one(cur: Cursor, tid: int, limit: int, stats: Stats) -> list[tuple[Any, ...]] | None:
+    """The session search for one unfiltered term from its best messages (see _best_of_one_sql), or None when
+    those do not settle it.
+
+    Among the best k messages, with the k-th scoring s, a session holding one that scores above s has its
+    best message there, and every session left out scores at most s: once `limit` sessions score above s
+    the answer is known, ties on s included (they rank below). Otherwise the walk reads further, until k would
+    be much of the term's messages: then the aggregate over them all settles it."""
+    docs, avgdl, dfs = stats
+    k = _SESSIONS_WALK * limit
+    while k * 4 <= dfs[0]:
+        ranked = cur.execute(
+            f"SELECT session_id, score FROM ({_best_of_one_sql(tid, dfs, docs, avgdl, k)}) AS r"
+            f" ORDER BY score DESC, id DESC LIMIT {int(k)}"
+        ).fetchall()
+        boundary = ranked[-1][1]
+        best: dict[int, float] = {}
+        for session_id, score in ranked:
+            if score > boundary and session_id not in best:
+                best[session_id] = score
+        if len(best) >= limit:
+            rows = cur.execute(f"SELECT {COLUMNS} FROM sessions WHERE id = ANY(%s)", [list(best)]).fetchall()
+            # COLUMNS starts with id, then key, name, created_at, last_activity.
+            rows.sort(key=lambda r: (best[r[0]], r[4], r[0]), reverse=True)
+            return rows[:limit]
+        k *= 4  # too many ties at the boundary (a score depends on tf and dl alone): read further
+    return None  # the sessions wanted are not all among them: the aggregate settles it
