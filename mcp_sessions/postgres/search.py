@@ -141,9 +141,20 @@ def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit
     if plan is None:
         return []
     sql, params = plan
+    best = f"SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id"
+    if len(tids) == 1:
+        # The score grows with relevance: the best relevance per session, then its score, evaluates the
+        # formula once per posting rather than twice.
+        docs, avgdl, dfs = stats
+        weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
+        relevance = f"{_literal(weights[0])} * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+        where, params = _where(MessageFilters(agent_alias=agent_alias))
+        best = f"""SELECT session_id, 1 + r / (1 + r) AS best FROM (
+            SELECT session_id, max({relevance}) AS r FROM postings WHERE term = {int(tids[0])}{where}
+            GROUP BY session_id) AS q"""
     columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
     return cur.execute(
-        f"""SELECT {columns} FROM (SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id) AS b
+        f"""SELECT {columns} FROM ({best}) AS b
         JOIN sessions AS s ON s.id = b.session_id
         ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
         params,
