@@ -128,8 +128,10 @@ class DuckDBSessionBackend(SessionBackend):
     def load(self, session_key: str) -> list[ChatMessage]:
         return [ChatMessage(role=m.role, content=m.content) for m in self.load_page(session_key).messages]
 
+    @engine_errors
     def append(self, session_key: str, message: ChatMessage) -> int:
-        return self._append([(session_key, message)])[session_key]
+        self.check_message(message)
+        return self._writer.append_one(session_key, message)
 
     @engine_errors
     def remove_last(self, session_key: str) -> bool:
