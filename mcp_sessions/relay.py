@@ -35,6 +35,8 @@ from .models import (
     MessageFilters,
     MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
@@ -46,11 +48,12 @@ from .tool_names import READ_ONLY_TOOLS, SETTERS, TOOLS
 
 log = logging.getLogger(__name__)
 
-# Every operation a relay forwards: the tools' (the trait's and search_messages), then load_page and append_many.
-OPERATIONS = (*TOOLS, "load_page", "append_many")
+# Every operation a relay forwards: the tools' (the trait's and search_messages), then load_page,
+# search_messages_page (what the search_messages tool calls) and append_many.
+OPERATIONS = (*TOOLS, "load_page", "search_messages_page", "append_many")
 # Calls that can be sent again after the holder vanished mid-call: reads (the read-only tools, and
 # load_page beneath load) and setters of a value.
-_RETRYABLE = READ_ONLY_TOOLS | SETTERS | {"load_page"}
+_RETRYABLE = READ_ONLY_TOOLS | SETTERS | {"load_page", "search_messages_page"}
 _ERRORS: dict[str, type[Exception]] = {"InvalidArgument": InvalidArgument, "StoreReadOnly": StoreReadOnly}
 # How long a relay keeps trying to reach a holder, or become one, before a call fails.
 TAKEOVER_SECONDS = 10.0
@@ -379,6 +382,9 @@ class SharedBackend(SessionBackend):
         self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
     ) -> list[MessageHit]:
         return self._call("search_messages", {"query": query, "limit": limit, "filters": filters})
+
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        return self._call("search_messages_page", {"search": search})
 
     def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
         """Append many messages in one transaction of the holder's; return how many (see DuckDBSessionBackend)."""

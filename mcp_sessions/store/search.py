@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .. import bm25
-from ..models import MessageFilters
+from ..models import MessageFilters, TimestampedMessage
 from ..terms import term_id
 from .postings import holds_sql, tf_sql
-from .sql import Cursor
+from .sql import POS, Cursor
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,13 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     if filters.agent_alias is not None:
         where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = ?)")
         params.append(filters.agent_alias)
+    if filters.channel_id is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE channel_id = ?)")
+        params.append(filters.channel_id)
+    if filters.exclude_session_keys:
+        marks = ", ".join("?" for _ in filters.exclude_session_keys)
+        where.append(f"session_id NOT IN (SELECT id FROM sessions WHERE key IN ({marks}))")
+        params.extend(filters.exclude_session_keys)
     # Message filters read only the narrow columns they test, never the content.
     message_where: list[str] = []
     for column, op, value in (
@@ -256,3 +263,24 @@ def fetch_messages(cur: Cursor, ids: list[int]) -> dict[int, Hit]:
         f" WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
     )
     return {row[0]: row[1:] for row in rows.fetchall()}
+
+
+def fetch_neighbours(cur: Cursor, hits: list[Hit], context: int) -> dict[int, list[TimestampedMessage]]:
+    """Session id * POS + idx of each hit -> the messages within context positions of it, oldest first."""
+    wanted: set[int] = set()
+    for idx, _, _, _, session_id in hits:
+        base = session_id * POS
+        wanted.update(base + i for i in range(max(0, idx - context), idx + context + 1) if i != idx)
+    if not wanted:
+        return {}
+    # A literal IN list of our own ints: DuckDB answers it from the pos index, where a join would scan.
+    found = cur.execute(
+        "SELECT pos, idx, role, content, timezone('UTC', created_at) FROM messages"
+        f" WHERE pos IN ({', '.join(map(str, sorted(wanted)))})"
+    ).fetchall()
+    by_pos = {row[0]: TimestampedMessage(role=row[2], content=row[3], created_at=row[4], index=row[1]) for row in found}
+    out: dict[int, list[TimestampedMessage]] = {}
+    for idx, _, _, _, session_id in hits:
+        at = session_id * POS + idx
+        out[at] = [by_pos[p] for p in range(at - context, at + context + 1) if p != at and p in by_pos]
+    return out
