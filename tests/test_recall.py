@@ -39,7 +39,8 @@ async def _seed(client: Client) -> None:
         "done for today",
     ]
     for i, text in enumerate(decisions):
-        await call(client, "append", {"session_key": "decisions", "message": message(text, ("user", "assistant")[i % 2])})
+        role = ("user", "assistant")[i % 2]
+        await call(client, "append", {"session_key": "decisions", "message": message(text, role)})
     await call(client, "set_session_context", {"session_key": "decisions", "context": {"channel_id": "ops"}})
     await call(client, "append", {"session_key": "current", "message": message("remind me about the postgres upgrade")})
     await call(client, "set_session_context", {"session_key": "current", "context": {"channel_id": "ops"}})
@@ -206,7 +207,8 @@ async def test_paging_after_a_budget_cut_continues_where_the_page_stopped(client
         seen.extend((h["session_key"], h["index"]) for h in result["hits"])
         if result["next_cursor"] is None:
             break
-        result = await search(client, query="postgres", limit=10, context=2, max_chars=400, cursor=result["next_cursor"])
+        cursor = result["next_cursor"]
+        result = await search(client, query="postgres", limit=10, context=2, max_chars=400, cursor=cursor)
     assert seen == [(h["session_key"], h["index"]) for h in whole["hits"]]
 
 
@@ -295,3 +297,21 @@ async def test_a_second_server_on_the_held_file_relays_the_new_arguments(client:
             await search(client, **arguments, cursor=held["next_cursor"])
         )
         assert "cursor" in await refused(second, "search_messages", {"query": "postgres", "cursor": "zzz"})
+
+
+# Found by outside clients (issue 12).
+
+
+async def test_an_upper_case_accented_word_finds_its_plain_lower_case_form(client: Client) -> None:
+    await call(client, "append", {"session_key": "cv", "message": message("I sent my resume to the lab")})
+    await call(client, "append", {"session_key": "cv2", "message": message("Le RÉSUMÉ est prêt")})
+    for query in ("RÉSUMÉ", "résumé", "resume", "Résumé"):
+        found = {h["session_key"] for h in (await search(client, query=query))["hits"]}
+        assert found == {"cv", "cv2"}, query
+
+
+async def test_a_search_keyword_of_control_characters_lists_sessions_by_recent_activity(client: Client) -> None:
+    recent = await call(client, "search", {"query": {"keyword": "", "limit": 5}})
+    assert recent["sessions"]
+    for keyword in ("\x01", "\x00\x1f\x7f", " \t\x85 \x9f"):
+        assert await call(client, "search", {"query": {"keyword": keyword, "limit": 5}}) == recent, repr(keyword)
