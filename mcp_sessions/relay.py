@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,20 @@ def _adapters(name: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapter[Any]]
 _SIGNATURES = {name: _adapters(name) for name in OPERATIONS}
 
 
+# Session keys -> nothing: told of each write a relay made, once the relay has its answer.
+WriteWatcher = Callable[[list[str]], None]
+# Operations that change nothing: no watcher hears of them.
+_READS = READ_ONLY_TOOLS | {"load_page", "search_messages_page"}
+
+
+def _written_keys(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The sessions a write operation's arguments name (none for cleanup_stale: only the recent list changes)."""
+    if name == "append_many":
+        return list(dict.fromkeys(key for key, _ in kwargs.get("items", ())))
+    key = kwargs.get("session_key")
+    return [key] if isinstance(key, str) else []
+
+
 class _Handler(socketserver.StreamRequestHandler):
     """One relay connection: a JSON request per line, a JSON answer per line."""
 
@@ -94,9 +108,11 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.connections.add(self.connection)
         try:
             for line in self.rfile:
-                answer = self.server.answer(line)
+                answer, written = self.server.answer(line)
                 self.wfile.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
                 self.wfile.flush()
+                if written is not None:
+                    self.server.tell(written)
         except OSError:
             pass  # the relay went away, or we are closing
         finally:
@@ -107,8 +123,9 @@ class _Handler(socketserver.StreamRequestHandler):
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: Path, backend: DuckDBSessionBackend) -> None:
+    def __init__(self, path: Path, backend: DuckDBSessionBackend, watchers: list[WriteWatcher]) -> None:
         self.backend = backend
+        self.watchers = watchers
         self.closing = False
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
@@ -119,7 +136,8 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old_mask)
 
-    def answer(self, line: bytes) -> dict[str, Any]:
+    def answer(self, line: bytes) -> tuple[dict[str, Any], list[str] | None]:
+        """The answer to one request, and the sessions it wrote (None when it wrote nothing)."""
         try:
             request = json.loads(line)
             name = request["method"]
@@ -127,21 +145,29 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 raise ValueError(f"unknown operation {name!r}")
             if self.closing:
                 # Not applied: the relay may send it again to whoever holds the store next.
-                return {"error": {"kind": "HolderClosing", "message": "the holder is closing"}}
+                return {"error": {"kind": "HolderClosing", "message": "the holder is closing"}}, None
             params, _ = _SIGNATURES[name]
             kwargs = {key: params[key].validate_python(value) for key, value in request["kwargs"].items()}
             result = getattr(self.backend, name)(**kwargs)
-            return {"ok": to_jsonable_python(result)}
+            written = None if name in _READS else _written_keys(name, kwargs)
+            return {"ok": to_jsonable_python(result)}, written
         except Exception as exc:  # every failure goes back to the relay that asked
-            return {"error": {"kind": type(exc).__name__, "message": str(exc)}}
+            return {"error": {"kind": type(exc).__name__, "message": str(exc)}}, None
+
+    def tell(self, session_keys: list[str]) -> None:
+        for watcher in list(self.watchers):
+            try:
+                watcher(session_keys)
+            except Exception:  # a watcher's failure must not cost the relay its connection
+                log.exception("a write watcher failed")
 
 
 class Holder:
     """Serves an open store to relays on the store's socket until closed."""
 
-    def __init__(self, backend: DuckDBSessionBackend, path: Path) -> None:
+    def __init__(self, backend: DuckDBSessionBackend, path: Path, watchers: list[WriteWatcher]) -> None:
         self.path = path
-        self._server = _SocketServer(path, backend)
+        self._server = _SocketServer(path, backend, watchers)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mcp-sessions-holder", daemon=True)
         self._thread.start()
 
@@ -184,7 +210,13 @@ class SharedBackend(SessionBackend):
         self._lock = threading.Lock()
         self._connections = threading.local()
         self._closed = False
+        self._watchers: list[WriteWatcher] = []
         self._become_holder_or_relay()
+
+    def watch_relayed_writes(self, watcher: WriteWatcher) -> None:
+        """Call watcher with the session keys of each write another server relays to this one while it holds
+        the file (its own writes it knows of already)."""
+        self._watchers.append(watcher)
 
     @property
     def holds_file(self) -> bool:
@@ -200,7 +232,7 @@ class SharedBackend(SessionBackend):
             return False
         self._local = store
         if not self._read_only_file:
-            self._holder = Holder(store, self._socket)
+            self._holder = Holder(store, self._socket, self._watchers)
         log.info("holding %s; serving other servers on %s", self.path, self._socket)
         return True
 
