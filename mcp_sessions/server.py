@@ -248,7 +248,8 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         something was left out. Returns {hits: [{session_key, index, role, snippet, created_at, score,
         matched_terms, context_before, context_after}], next_cursor, truncated}, best first, at most limit
         (default 20, at most 200); pass next_cursor back as cursor, with the same query and filters, for the
-        hits that follow (null when none do)."""
+        hits that follow (null when none do). To read further around a hit, call load with its session_key and
+        an offset a few messages before its index."""
         filters = MessageFilters(
             session_key=session_key,
             agent_alias=agent_alias,

@@ -315,3 +315,45 @@ async def test_a_search_keyword_of_control_characters_lists_sessions_by_recent_a
     assert recent["sessions"]
     for keyword in ("\x01", "\x00\x1f\x7f", " \t\x85 \x9f"):
         assert await call(client, "search", {"query": {"keyword": keyword, "limit": 5}}) == recent, repr(keyword)
+
+
+async def test_an_agent_scoped_server_pages_and_excludes_within_its_own_sessions(tmp_path: Any) -> None:
+    db = str(tmp_path / "scoped.duckdb")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_sessions", "--db", db, "--agent-alias", "ada"]
+    )
+    async with Client(params, read_timeout_seconds=START) as ada:
+        for key in ("a1", "a2", "a3"):
+            for i in range(3):
+                await call(ada, "append", {"session_key": key, "message": message(f"kiwi {key} {i}")})
+        whole = await search(ada, query="kiwi", limit=200, context=1, exclude_session_keys=["a2"])
+        assert {h["session_key"] for h in whole["hits"]} == {"a1", "a3"}
+        first = await search(ada, query="kiwi", limit=2, context=1, exclude_session_keys=["a2"])
+        rest = await search(
+            ada, query="kiwi", limit=200, context=1, exclude_session_keys=["a2"], cursor=first["next_cursor"]
+        )
+        assert first["hits"] + rest["hits"] == whole["hits"] and rest["next_cursor"] is None
+        assert (await search(ada, query="kiwi", agent_alias="bob"))["hits"] == []
+
+
+async def test_the_memory_backend_answers_the_same_arguments() -> None:
+    from mcp_sessions.memory import MemorySessionBackend
+    from mcp_sessions.server import build_server
+
+    async with Client(build_server(MemorySessionBackend())) as memory:
+        for i in range(6):
+            await call(memory, "append", {"session_key": "m", "message": message(f"plum {i}" if i % 2 else "x")})
+        await call(memory, "append", {"session_key": "other", "message": message("plum elsewhere")})
+        whole = await search(memory, query="plum", limit=200, context=1, exclude_session_keys=["other"])
+        assert [h["index"] for h in whole["hits"]] == [5, 3, 1]
+        assert [[m["index"] for m in h["context_before"] + h["context_after"]] for h in whole["hits"]] == [
+            [4],
+            [2, 4],
+            [0, 2],
+        ]
+        first = await search(memory, query="plum", limit=1, context=1, exclude_session_keys=["other"])
+        rest = await search(
+            memory, query="plum", limit=5, context=1, exclude_session_keys=["other"], cursor=first["next_cursor"]
+        )
+        assert first["hits"] + rest["hits"] == whole["hits"]
+        assert first["hits"][0]["matched_terms"] == ["plum"]
