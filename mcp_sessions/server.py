@@ -256,7 +256,8 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
             role=role,
             since=since,
             until=until,
-            exclude_session_keys=tuple(exclude_session_keys or ()),
+            # A set of keys: its order and repeats change neither the hits nor what a cursor is bound to.
+            exclude_session_keys=tuple(sorted(set(exclude_session_keys or ()))),
             channel_id=channel_id,
         )
         offset = 0 if cursor is None else read_cursor(cursor, query, filters)

@@ -357,3 +357,16 @@ async def test_the_memory_backend_answers_the_same_arguments() -> None:
         )
         assert first["hits"] + rest["hits"] == whole["hits"]
         assert first["hits"][0]["matched_terms"] == ["plum"]
+
+
+async def test_a_cursor_holds_whatever_the_order_of_the_excluded_keys(client: Client) -> None:
+    first = await search(client, query="postgres", limit=2, exclude_session_keys=["long", "current"])
+    again = await search(
+        client,
+        query="postgres",
+        limit=2,
+        exclude_session_keys=["current", "long", "current"],
+        cursor=first["next_cursor"],
+    )
+    whole = await search(client, query="postgres", limit=4, exclude_session_keys=["current", "long"])
+    assert first["hits"] + again["hits"] == whole["hits"]
