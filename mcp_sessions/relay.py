@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from .models import (
 )
 from .store.duckdb import DuckDBSessionBackend, ImportMark
 from .tool_names import READ_ONLY_TOOLS, SETTERS, TOOLS
+from .write_feed import Feed, Watch, WriteWatcher, watching_origin
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ def _adapters(name: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapter[Any]]
 _SIGNATURES = {name: _adapters(name) for name in OPERATIONS}
 
 
-# Session keys -> nothing: told of each write a relay made, once the relay has its answer.
-WriteWatcher = Callable[[list[str]], None]
 # Operations that change nothing: no watcher hears of them.
 _READS = READ_ONLY_TOOLS | {"load_page", "search_messages_page"}
 
@@ -108,16 +108,29 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.connections.add(self.connection)
         try:
             for line in self.rfile:
+                origin = watching_origin(line)
+                if origin is not None:
+                    self._watch(origin)
+                    return
                 answer, written = self.server.answer(line)
                 self.wfile.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
                 self.wfile.flush()
                 if written is not None:
-                    self.server.tell(written)
+                    self.server.tell(*written)
         except OSError:
             pass  # the relay went away, or we are closing
         finally:
             with self.server.lock:
                 self.server.connections.discard(self.connection)
+
+    def _watch(self, origin: str) -> None:
+        """A relay watching writes: announcements go out on this connection until the relay hangs up."""
+        self.server.feed.add(origin, self.wfile)  # pyright: ignore[reportArgumentType]
+        try:
+            for _ in self.rfile:
+                pass
+        finally:
+            self.server.feed.remove(origin)
 
 
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -126,6 +139,7 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path, backend: DuckDBSessionBackend, watchers: list[WriteWatcher]) -> None:
         self.backend = backend
         self.watchers = watchers
+        self.feed = Feed()
         self.closing = False
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
@@ -136,8 +150,9 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old_mask)
 
-    def answer(self, line: bytes) -> tuple[dict[str, Any], list[str] | None]:
-        """The answer to one request, and the sessions it wrote (None when it wrote nothing)."""
+    def answer(self, line: bytes) -> tuple[dict[str, Any], tuple[list[str], str | None] | None]:
+        """The answer to one request, and the sessions it wrote with the relay it came from (None when it wrote
+        nothing)."""
         try:
             request = json.loads(line)
             name = request["method"]
@@ -149,12 +164,15 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             params, _ = _SIGNATURES[name]
             kwargs = {key: params[key].validate_python(value) for key, value in request["kwargs"].items()}
             result = getattr(self.backend, name)(**kwargs)
-            written = None if name in _READS else _written_keys(name, kwargs)
+            origin = request.get("origin")
+            written = None if name in _READS else (_written_keys(name, kwargs), origin)
             return {"ok": to_jsonable_python(result)}, written
         except Exception as exc:  # every failure goes back to the relay that asked
             return {"error": {"kind": type(exc).__name__, "message": str(exc)}}, None
 
-    def tell(self, session_keys: list[str]) -> None:
+    def tell(self, session_keys: list[str], origin: str | None) -> None:
+        """A relay's write was applied: tell this process's watchers and the other watching relays."""
+        self.feed.push(session_keys, origin)
         for watcher in list(self.watchers):
             try:
                 watcher(session_keys)
@@ -171,9 +189,14 @@ class Holder:
         self._thread = threading.Thread(target=self._server.serve_forever, name="mcp-sessions-holder", daemon=True)
         self._thread.start()
 
+    def announce(self, session_keys: list[str]) -> None:
+        """Tell the watching relays of a write this process made."""
+        self._server.feed.push(session_keys, None)
+
     def stop_accepting(self) -> None:
         """Refuse new calls and connections; calls already running finish."""
         self._server.closing = True
+        self._server.feed.close()
         self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)
@@ -211,12 +234,24 @@ class SharedBackend(SessionBackend):
         self._connections = threading.local()
         self._closed = False
         self._watchers: list[WriteWatcher] = []
+        # Names this process to the holder, so the writes it relays are not announced back to it.
+        self._origin = uuid.uuid4().hex
+        self._watch: Watch | None = None
         self._become_holder_or_relay()
 
     def watch_relayed_writes(self, watcher: WriteWatcher) -> None:
-        """Call watcher with the session keys of each write another server relays to this one while it holds
-        the file (its own writes it knows of already)."""
+        """Call watcher with the session keys of each write another server sharing the store made: relayed to
+        this one while it holds the file, else announced by the holder (its own writes this process knows of)."""
         self._watchers.append(watcher)
+        if self._local is None and self._watch is None:
+            self._watch = Watch(self._connect, self._origin, self._watchers, lambda: self._local is not None)
+
+    def announce_writes(self, session_keys: list[str]) -> None:
+        """This process's tools wrote these sessions: while holding the file, tell the watching relays (a relay's
+        writes reach the holder, which tells the others)."""
+        holder = self._holder
+        if holder is not None:
+            holder.announce(session_keys)
 
     @property
     def holds_file(self) -> bool:
@@ -280,7 +315,8 @@ class SharedBackend(SessionBackend):
             channel[0].close()
 
     def _relay(self, name: str, kwargs: dict[str, Any]) -> Any:
-        request = json.dumps({"method": name, "kwargs": to_jsonable_python(kwargs)}, ensure_ascii=False).encode()
+        body = {"method": name, "kwargs": to_jsonable_python(kwargs), "origin": self._origin}
+        request = json.dumps(body, ensure_ascii=False).encode()
         sent = False
         try:
             conn, reader = self._channel()
@@ -324,6 +360,8 @@ class SharedBackend(SessionBackend):
         """Stop serving relays, then close the store (or the connections to its holder)."""
         with self._lock:
             self._closed = True
+            if self._watch is not None:
+                self._watch.stop()
             if self._holder is not None:
                 self._holder.stop_accepting()
             if self._local is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -104,13 +104,20 @@ def add_resources(server: MCPServer, backend: SessionBackend) -> None:
     # clients of protocols up to 2025-11-25 (later ones use subscriptions/listen).
     lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribers.subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscribers.unsubscribe)
+    shared = _shared(backend)
     announce = _Announcer(_bus(server), subscribers)
-    server.middleware.append(_ChangeEvents(announce))
-    watch = getattr(backend, "watch_relayed_writes", None)
-    if watch is None and hasattr(backend, "inner"):
-        watch = getattr(getattr(backend, "inner"), "watch_relayed_writes", None)  # noqa: B009
-    if watch is not None:
-        watch(announce.from_thread)
+    server.middleware.append(_ChangeEvents(announce, None if shared is None else shared.announce_writes))
+    if shared is not None:
+        shared.watch_relayed_writes(announce.from_thread)
+
+
+def _shared(backend: SessionBackend) -> Any:
+    """The store shared with other servers (relay.SharedBackend) beneath backend, if any: its writes are announced
+    to them, and theirs here."""
+    for candidate in (backend, getattr(backend, "inner", None)):
+        if hasattr(candidate, "watch_relayed_writes"):
+            return candidate
+    return None
 
 
 def _bus(server: MCPServer) -> SubscriptionBus:
@@ -169,7 +176,7 @@ class _Announcer:
             await self.subscribers.notify(uri)
 
     def from_thread(self, session_keys: list[str]) -> None:
-        """changed(), called from a thread of the relay holder after another server's write was applied here."""
+        """changed(), called from a thread of the shared store when another server sharing it wrote."""
         token = self.token
         if token is None:
             return  # no request served yet: nobody listens
@@ -182,8 +189,9 @@ class _Announcer:
 class _ChangeEvents:
     """After a write tool succeeds, tells subscribers its session and the recent list changed."""
 
-    def __init__(self, announce: _Announcer) -> None:
+    def __init__(self, announce: _Announcer, tell_others: Callable[[list[str]], None] | None) -> None:
         self.announce = announce
+        self.tell_others = tell_others
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if self.announce.token is None:
@@ -196,7 +204,10 @@ class _ChangeEvents:
             return result
         arguments = params.get("arguments")
         key = arguments.get("session_key") if isinstance(arguments, dict) else None  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
-        await self.announce.changed([key] if isinstance(key, str) else [])
+        keys = [key] if isinstance(key, str) else []
+        await self.announce.changed(keys)
+        if self.tell_others is not None:
+            self.tell_others(keys)  # queued, never waits
         return result
 
 

@@ -212,3 +212,23 @@ async def test_subscribing_to_a_uri_that_is_no_session_is_refused(backend: DuckD
     async with Client(build_server(backend), mode="legacy") as client:
         with pytest.raises(MCPError, match="session://"):
             await _subscribe(client, "file:///etc/passwd")
+
+
+async def test_a_subscriber_on_a_relaying_server_hears_writes_made_through_the_holder(tmp_path: Any) -> None:
+    db = str(tmp_path / "s.duckdb")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_sessions", "--db", db])
+    updates = _Updates()
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy") as holder:
+            await append(holder, "watched", "the holder's first")
+            async with Client(params, mode="legacy", message_handler=updates) as relay:
+                await _subscribe(relay, session_uri("watched"))
+                await append(holder, "watched", "written by the holder")
+                await updates.wait_for(session_uri("watched"))
+                updates.uris.clear()
+                await append(holder, "unwatched", "another session")
+                await anyio.sleep(0.5)
+                assert session_uri("watched") not in updates.uris
+                async with Client(params, mode="legacy") as third:
+                    await third.call_tool("remove_last", {"session_key": "watched"})
+                    await updates.wait_for(session_uri("watched"))
