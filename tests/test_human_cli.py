@@ -14,7 +14,7 @@ import pytest
 from mcp_sessions.cli import main
 from mcp_sessions.export_files import export_file_name
 from mcp_sessions.import_jsonl import IMPORT_BATCH
-from mcp_sessions.models import ChatMessage, MessageFilters
+from mcp_sessions.models import ChatMessage, MessageFilters, SessionContext
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 
@@ -408,3 +408,44 @@ def test_import_of_100k_messages_shows_progress_and_is_searchable(tmp_path: Path
         assert sum(m.message_count for m in store.list_sessions_with_metadata()) == 100_000
         hits = store.search_messages("budget", limit=5, filters=MessageFilters(session_key="session-009"))
         assert hits and all(h.session_key == "session-009" for h in hits)
+
+
+def test_search_prints_each_hits_neighbours_under_it(capsys: pytest.CaptureFixture[str], store_db: str) -> None:
+    code, out, _ = run(capsys, "search", "decided", "--context", "1", "--db", store_db)
+    assert code == 0
+    rows = out.splitlines()[2:]
+    assert rows[0].split()[:2] == ["design", "2"]
+    assert rows[1].split()[0] == "1" and "· Yes: one connection" in rows[1]
+    assert len(rows) == 2
+    code, out, _ = run(capsys, "search", "decided", "-C", "2", "--json", "--db", store_db)
+    (hit,) = [json.loads(line) for line in out.splitlines()]
+    assert [m["index"] for m in hit["context_before"]] == [0, 1] and hit["context_after"] == []
+
+
+def test_search_exclude_and_channel_narrow_the_hits(capsys: pytest.CaptureFixture[str], store_db: str) -> None:
+    with DuckDBSessionBackend(store_db) as store:
+        store.append("ops", ChatMessage(role="user", content="the cursor leaks"))
+        store.set_session_context("ops", SessionContext(channel_id="ops"))
+    code, out, _ = run(capsys, "search", "cursor", "--json", "--exclude", "design", "--db", store_db)
+    assert {json.loads(line)["session_key"] for line in out.splitlines()} == {"ops"}
+    code, out, _ = run(capsys, "search", "cursor", "--json", "--channel", "ops", "--db", store_db)
+    assert {json.loads(line)["session_key"] for line in out.splitlines()} == {"ops"}
+    code, out, _ = run(
+        capsys, "search", "cursor", "--json", "--exclude", "ops", "--exclude", "design", "--db", store_db
+    )
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--context", "21"], "between 0 and 20"),
+        (["--exclude", " "], "--exclude must not be empty"),
+        (["--channel", "a\x01"], "--channel must not contain control"),
+    ],
+)
+def test_search_with_bad_recall_flags_names_the_flag(
+    capsys: pytest.CaptureFixture[str], store_db: str, flags: list[str], words: str
+) -> None:
+    code, _, err = run(capsys, "search", "cursor", *flags, "--db", store_db)
+    assert code == 2 and words in err
