@@ -58,13 +58,19 @@ def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool) 
         holds = " OR ".join(holds_sql(tids[k]) for k in recent)
         branches.append(
             "SELECT * FROM (SELECT unnest([" + firsts + "]), id, session_id, unnest([" + tfs + "]) AS tf, dl"
-            f" FROM messages WHERE id > {upto} AND ({holds})) WHERE tf IS NOT NULL"
+            f" FROM messages WHERE {recent_ids_sql(upto)} AND ({holds})) WHERE tf IS NOT NULL"
         )
     union = " UNION ALL ".join(branches)
     if mask and corpus.any_dead:
         # Removed messages' merged postings, masked once over the union (recent ids are never masked).
         return f"SELECT * FROM ({union}) WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)"
     return union
+
+
+def recent_ids_sql(upto: int) -> str:
+    """The ids above the merge boundary, as a closed range: DuckDB 1.5 reads the terms of `id > upto` slowly
+    (127 ms for 1,467 rows of a 100k-message store) and of the same range written with BETWEEN in 2.5 ms."""
+    return f"id BETWEEN {int(upto) + 1} AND {(1 << 63) - 1}"
 
 
 def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
@@ -80,7 +86,7 @@ def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
         counts = ", ".join(f"count(*) FILTER (WHERE {holds_sql(tids[k])})" for k in recent)
         branches.append(
             f"SELECT unnest([{', '.join(map(str, recent))}]), unnest(n)"
-            f" FROM (SELECT [{counts}] AS n FROM messages WHERE id > {upto})"
+            f" FROM (SELECT [{counts}] AS n FROM messages WHERE {recent_ids_sql(upto)})"
         )
     return " UNION ALL ".join(branches)
 
