@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ..imported import ImportedMessage, ImportedSession
 from .connection import Connection
-from .sql import Cursor
+from .sql import Cursor, now
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,19 @@ class ImportMark:
     replaces: str | None = None
 
 
-def import_marks(cur: Cursor, session_key: str) -> list[ImportMark]:
-    """What earlier imports into this session read: one mark per file prefix, shortest first.
+def import_marks(cur: Cursor) -> dict[str, list[ImportMark]]:
+    """What earlier imports read, by session key: one mark per source prefix, shortest first.
 
-    Marks from before the session was last created (it was deleted since) no longer count."""
-    rows = cur.execute(
-        "SELECT i.session_key, i.bytes, i.lines, i.sha256 FROM _imports AS i JOIN sessions AS s"
-        " ON s.key = i.session_key WHERE i.session_key = ? AND i.imported_at >= s.created_at"
-        " ORDER BY i.bytes",
-        [session_key],
+    Marks from before a session was last created (it was deleted since) no longer count."""
+    found = cur.execute(
+        "SELECT i.session_key, i.bytes, i.lines, i.sha256, i.source FROM _imports AS i JOIN sessions AS s"
+        " ON s.key = i.session_key WHERE i.imported_at >= s.created_at"
+        " ORDER BY i.session_key, i.bytes, i.lines"
     ).fetchall()
-    return [ImportMark(session_key=r[0], bytes=r[1], lines=r[2], sha256=r[3]) for r in rows]
+    marks: dict[str, list[ImportMark]] = {}
+    for key, size, lines, sha256, source in found:
+        marks.setdefault(key, []).append(ImportMark(key, size, lines, sha256, source))
+    return marks
 
 
 def record_imports(cur: Cursor, marks: Sequence[ImportMark], now: str) -> None:
@@ -65,3 +68,29 @@ def export_messages(conn: Connection, path: str | os.PathLike[str], format: str)
             f" TO {target} (FORMAT {format})"
         ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+_TEXT_TIME = "strftime(timezone('UTC', {}), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
+
+
+def stored_sessions(conn: Connection) -> list[ImportedSession]:
+    """Every session row, times as ISO 8601 UTC text, by id."""
+    with conn.read() as cur:
+        found = cur.execute(
+            f"SELECT key, name, {_TEXT_TIME.format('created_at')}, agent_alias, channel_id, room_id, sender_id,"
+            f" state, turn_id, {_TEXT_TIME.format('turn_started_at')} FROM sessions ORDER BY id"
+        ).fetchall()
+    return [ImportedSession(*row) for row in found]
+
+
+def stored_messages(conn: Connection, batch: int = 10_000) -> Iterator[tuple[str, ImportedMessage]]:
+    """Every message with its session's key, session by session (by id), in order; read batch rows at a time.
+    A message from before times were kept (m003) gets now."""
+    with conn.read() as cur:
+        cur.execute(
+            f"SELECT s.key, m.role, m.content, {_TEXT_TIME.format('m.created_at')}"
+            " FROM messages AS m JOIN sessions AS s ON s.id = m.session_id ORDER BY m.session_id, m.idx"
+        )
+        while found := cur.fetchmany(batch):
+            for key, role, content, created_at in found:
+                yield key, ImportedMessage(role, content, created_at or now())
