@@ -3,7 +3,6 @@ ZeroClaw opens as <data_dir>/sessions/sessions.db and `import --from zeroclaw` r
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 import sys
 import time
@@ -15,7 +14,7 @@ from .display import Progress, plural
 from .models import InvalidArgument
 
 if TYPE_CHECKING:
-    from .store.duckdb import DuckDBSessionBackend
+    from .backend import SessionBackend
 
 # ZeroClaw's tables as its SqliteSessionBackend creates them, with the session_metadata columns it added since.
 SCHEMA = """
@@ -68,66 +67,61 @@ CREATE TRIGGER sessions_au AFTER UPDATE ON sessions BEGIN
     INSERT INTO sessions_fts(rowid, session_key, content) VALUES (new.id, new.session_key, new.content);
 END;
 """
-_BATCH = 10_000
+# Messages per load_page call.
+EXPORT_PAGE = 10_000
 
 
-def rfc3339(iso: str | None) -> str | None:
-    """Our ISO text as ZeroClaw writes times (chrono's to_rfc3339: UTC, +00:00, the digits it has)."""
-    if iso is None:
-        return None
-    return datetime.fromisoformat(iso).isoformat()
+def rfc3339(value: datetime | None) -> str | None:
+    """A time as ZeroClaw writes them (chrono's to_rfc3339): UTC, +00:00, the digits it has."""
+    return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def cmd_export_zeroclaw(store: DuckDBSessionBackend, target: Path, progress: Progress) -> int:
-    """Write every session and message into a new ZeroClaw session store at target; return 0."""
+def cmd_export_zeroclaw(store: SessionBackend, target: Path, progress: Progress) -> int:
+    """Write every session and message into a new ZeroClaw session store at target; return 0. Only reads that
+    a relay serves too, so it runs while a server holds the store."""
     if target.exists():
         raise InvalidArgument(f"FILE must not exist yet (ZeroClaw's store is written whole): {target}")
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
-    sessions = store.stored_sessions()
-    summaries = {m.key: m for m in store.list_sessions_with_metadata()}
+    sessions = store.list_sessions_with_metadata()
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
     conn = sqlite3.connect(partial)
+    written = 0
     try:
         conn.executescript(SCHEMA)
-        written = 0
-        messages = store.stored_messages()
         with conn:
-            while batch := list(itertools.islice(messages, _BATCH)):
-                conn.executemany(
-                    "INSERT INTO sessions (session_key, role, content, created_at) VALUES (?, ?, ?, ?)",
-                    [(key, m.role, m.content, rfc3339(m.created_at)) for key, m in batch],
-                )
-                written += len(batch)
-                progress.advance(len(batch))
-            rows = []
-            for session in sessions:
-                summary = summaries.get(session.key)
-                created = rfc3339(session.created_at) or datetime.now(UTC).isoformat()
-                last = rfc3339(summary.last_activity.isoformat()) if summary and summary.last_activity else created
-                rows.append(
-                    (
-                        session.key,
-                        created,
-                        last,
-                        summary.message_count if summary else 0,
-                        session.name,
-                        session.state or "idle",
-                        session.turn_id,
-                        rfc3339(session.turn_started_at),
-                        session.agent_alias,
-                        session.channel_id,
-                        session.room_id,
-                        session.sender_id,
+            for meta in sorted(sessions, key=lambda m: (m.created_at or datetime.max.replace(tzinfo=UTC), m.key)):
+                for offset in range(0, meta.message_count, EXPORT_PAGE):
+                    page = store.load_page(meta.key, offset, EXPORT_PAGE)  # type: ignore[attr-defined]
+                    at = meta.created_at
+                    rows = [(meta.key, m.role, m.content, rfc3339(m.created_at or at)) for m in page.messages]
+                    conn.executemany(
+                        "INSERT INTO sessions (session_key, role, content, created_at) VALUES (?, ?, ?, ?)", rows
                     )
+                    written += len(page.messages)
+                    progress.advance(len(page.messages))
+                run = store.get_session_state(meta.key)
+                created = rfc3339(meta.created_at) or rfc3339(datetime.now(UTC))
+                conn.execute(
+                    "INSERT INTO session_metadata (session_key, created_at, last_activity, message_count, name,"
+                    " state, turn_id, turn_started_at, agent_alias, channel_id, room_id, sender_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        meta.key,
+                        created,
+                        rfc3339(meta.last_activity) or created,
+                        meta.message_count,
+                        meta.name,
+                        run.state if run else "idle",
+                        run.turn_id if run else None,
+                        rfc3339(run.turn_started_at) if run else None,
+                        meta.agent_alias,
+                        meta.channel_id,
+                        meta.room_id,
+                        meta.sender_id,
+                    ],
                 )
-            conn.executemany(
-                "INSERT INTO session_metadata (session_key, created_at, last_activity, message_count, name, state,"
-                " turn_id, turn_started_at, agent_alias, channel_id, room_id, sender_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
     finally:
         conn.close()
     partial.rename(target)

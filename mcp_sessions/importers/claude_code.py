@@ -61,6 +61,7 @@ def read(reading: Reading) -> Iterator[Iterable[Feed]]:
     seen: set[str] = set()
     for file in files(reading.path):
         size = file.stat().st_size
+        reading.files.append(file)
         yield list(_feeds(replace(reading, path=file), seen))
         reading.advance(size)
 
@@ -175,4 +176,4 @@ def _line(
     return None
 
 
-FORMAT = Format("claude-code", default, detect, read)
+FORMAT = Format("claude-code", default, detect, read, unit="line")

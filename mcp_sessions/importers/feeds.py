@@ -23,6 +23,7 @@ class Format:
     default: Callable[[Path], Path] | None  # the user's home -> the default location (None: it has none)
     detect: Callable[[Path], bool]
     read: Callable[[Reading], Iterator[Iterable[Feed]]]
+    unit: str = "row"  # what a bad one is called: a row of a database, a line of a file
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Reading:
     warn: Callable[[str], None]  # a note on stderr that fails nothing
     advance: Callable[[int], None] = lambda n: None  # progress, in bytes of the source
     unchanged: list[Path] = field(default_factory=list[Path])  # files already imported whole
+    files: list[Path] = field(default_factory=list[Path])  # every file read
 
     def bad(self, where: str, reason: str, source: Path | None = None) -> None:
         """A row or line (of source, a file in the folder read) that is skipped, and why."""

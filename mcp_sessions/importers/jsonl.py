@@ -37,6 +37,7 @@ def detect(path: Path) -> bool:
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
     for path in files(reading.path):
         size = path.stat().st_size
+        reading.files.append(path)
         try:
             key = check_session_key(path.stem)
         except InvalidArgument as exc:
@@ -119,4 +120,4 @@ def parse_line(line: bytes, max_content_bytes: int) -> tuple[str, str] | str | N
 
 
 # No default: our own files are wherever `mcp-sessions export` wrote them.
-FORMAT = Format("jsonl", None, detect, read)
+FORMAT = Format("jsonl", None, detect, read, unit="line")

@@ -34,6 +34,7 @@ def detect(path: Path) -> bool:
 
 
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
+    reading.files.append(reading.path)
     with open_read_only(reading.path) as conn:
         yield _feeds(reading, conn)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..display import Progress, plural, show_progress
 from ..errors import StoreError
+from ..models import InvalidArgument
 from . import detect, formats
 from .feeds import Feed, Format, Reading
 
@@ -26,21 +27,22 @@ if TYPE_CHECKING:
 IMPORT_BATCH = 5_000
 
 
-def _sources(options: argparse.Namespace, report: list[str]) -> list[tuple[Path, Format]] | str:
-    """(path, format) of each source, or why the command cannot start."""
+def _sources(options: argparse.Namespace, report: list[str]) -> list[tuple[Path, Format]]:
+    """(path, format) of each source; InvalidArgument when the command is misused, FileNotFoundError when a
+    default location holds nothing."""
     known = formats()
     chosen: str | None = options.source_format
     if chosen is not None and chosen not in known:
-        return f"--from must be one of {', '.join(known)}; got {chosen!r}"
+        raise InvalidArgument(f"--from must be one of {', '.join(known)}; got {chosen!r}")
     if not options.sources:
         if chosen is None:
-            return f"give a SOURCE, or --from FORMAT to read its runtime's default location ({', '.join(known)})"
+            raise InvalidArgument("give a SOURCE, or --from FORMAT to read its runtime's default location")
         default = known[chosen].default
         if default is None:
-            return f"--from {chosen} has no default location: give the SOURCE to read"
+            raise InvalidArgument(f"--from {chosen} has no default location: give the SOURCE to read")
         where = default(Path.home())
         if not where.exists():
-            return f"no {chosen} history at {where} (its default location): give the SOURCE to read"
+            raise FileNotFoundError(f"no {chosen} history at {where} (its default location): give the SOURCE to read")
         return [(where, known[chosen])]
     found: list[tuple[Path, Format]] = []
     for source in options.sources:
@@ -63,14 +65,15 @@ def _size(path: Path) -> int:
 
 
 def cmd_import(store: DuckDBSessionBackend, options: argparse.Namespace, out: TextIO) -> int:
-    """Import every source; 0 when nothing was skipped, 1 otherwise, 2 when the command cannot start."""
+    """Import every source; 0 when nothing was skipped, 1 otherwise (InvalidArgument when misused)."""
     problems: list[str] = []
-    sources = _sources(options, problems)
+    try:
+        sources = _sources(options, problems)
+    except FileNotFoundError as exc:
+        print(f"mcp-sessions: {exc}", file=sys.stderr)
+        return 1
     for problem in problems:
         print(problem, file=sys.stderr)
-    if isinstance(sources, str):
-        print(f"mcp-sessions: {sources}", file=sys.stderr)
-        return 2 if "must be" in sources or "give a SOURCE" in sources else 1
     started = time.monotonic()
     skipped = 0
 
@@ -85,11 +88,12 @@ def cmd_import(store: DuckDBSessionBackend, options: argparse.Namespace, out: Te
     progress = Progress("importing", sum(_size(path) for path, _ in sources), "bytes", show_progress(options))
     marks = store.import_marks()
     unchanged: list[Path] = []
+    files: list[Path] = []
     imported = 0
     try:
         for path, format in sources:
             advanced = progress.done
-            reading = Reading(path, marks, store.max_content_bytes, report, warn, progress.advance, unchanged)
+            reading = Reading(path, marks, store.max_content_bytes, report, warn, progress.advance, unchanged, files)
             imported += _import_source(store, format, reading, marks)
             progress.advance(max(_size(path) - (progress.done - advanced), 0))
     except StoreError as exc:
@@ -98,9 +102,11 @@ def cmd_import(store: DuckDBSessionBackend, options: argparse.Namespace, out: Te
     finally:
         progress.close()
     seconds = time.monotonic() - started
-    summary = f"imported {plural(imported, 'message')} from {plural(len(sources), 'source')} in {seconds:.1f} s"
+    read = plural(len(files), "file")
+    summary = f"imported {plural(imported, 'message')} from {read} in {seconds:.1f} s"
     if skipped:
-        summary += f"; skipped {plural(skipped, 'bad row or line')}"
+        units = sorted({format.unit for _, format in sources}) or ["line"]
+        summary += f"; skipped {plural(skipped, 'bad ' + ' or '.join(units))}"
     if unchanged:
         summary += f"; {plural(len(unchanged), 'file')} already imported"
     print(summary, file=sys.stderr)

@@ -101,11 +101,14 @@ class BulkImport:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
-        if unplaced:
-            self._place(unplaced)
+        # Indexing (Python) overlaps the previous chunk's INSERT (DuckDB, off the GIL); statements on the
+        # cursor wait for it.
         indexed, tids = self.writer.analyze([message.content for _, message in batch])
         self.writer.index.add_terms(tids)
+        unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
+        if unplaced:
+            self._wait()
+            self._place(unplaced)
         rows: list[Row] = []
         sessions = self.sessions
         for (key, message), one in zip(batch, indexed, strict=True):
@@ -186,7 +189,7 @@ class BulkImport:
 def open_bulk(writer: Writer) -> Iterator[BulkImport]:
     """One import transaction: all of what was fed commits, or none of it; DuckDB's errors as StoreFailure."""
     try:
-        with writer.transaction() as cur:
+        with writer.transaction(merge_after=writer.tuning.bulk_merge_messages) as cur:
             bulk = BulkImport(writer, cur)
             try:
                 yield bulk

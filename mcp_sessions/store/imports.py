@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..imported import ImportedMessage, ImportedSession
 from .connection import Connection
-from .sql import Cursor, now
+from .sql import Cursor
 
 
 @dataclass(frozen=True)
@@ -69,28 +68,3 @@ def export_messages(conn: Connection, path: str | os.PathLike[str], format: str)
         ).fetchone()
     return 0 if row is None else int(row[0])
 
-
-_TEXT_TIME = "strftime(timezone('UTC', {}), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
-
-
-def stored_sessions(conn: Connection) -> list[ImportedSession]:
-    """Every session row, times as ISO 8601 UTC text, by id."""
-    with conn.read() as cur:
-        found = cur.execute(
-            f"SELECT key, name, {_TEXT_TIME.format('created_at')}, agent_alias, channel_id, room_id, sender_id,"
-            f" state, turn_id, {_TEXT_TIME.format('turn_started_at')} FROM sessions ORDER BY id"
-        ).fetchall()
-    return [ImportedSession(*row) for row in found]
-
-
-def stored_messages(conn: Connection, batch: int = 10_000) -> Iterator[tuple[str, ImportedMessage]]:
-    """Every message with its session's key, session by session (by id), in order; read batch rows at a time.
-    A message from before times were kept (m003) gets now."""
-    with conn.read() as cur:
-        cur.execute(
-            f"SELECT s.key, m.role, m.content, {_TEXT_TIME.format('m.created_at')}"
-            " FROM messages AS m JOIN sessions AS s ON s.id = m.session_id ORDER BY m.session_id, m.idx"
-        )
-        while found := cur.fetchmany(batch):
-            for key, role, content, created_at in found:
-                yield key, ImportedMessage(role, content, created_at or now())

@@ -102,8 +102,8 @@ class LiveIndex:
 
     # Merges.
 
-    def wants_merge(self) -> bool:
-        return self.last_id - self.merged_upto >= self.tuning.merge_messages
+    def wants_merge(self, at_least: int | None = None) -> bool:
+        return self.last_id - self.merged_upto >= (at_least or self.tuning.merge_messages)
 
     def merge_soon(self, cur: Cursor) -> None:
         """After a commit that left enough recent postings: merge them, on the merge thread or right here."""

@@ -1,18 +1,16 @@
-"""Transfers: what import and export ask of the store beyond the trait (marks, bulk transactions, reads of all)."""
+"""Transfers: what import and export ask of the store beyond the trait (marks, bulk transactions, one file)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from .bulk import BulkImport, open_bulk
 from .engine_errors import engine_errors
-from .imports import ImportMark, export_messages, import_marks, stored_messages, stored_sessions
+from .imports import ImportMark, export_messages, import_marks
 
 if TYPE_CHECKING:
-    from ..imported import ImportedMessage, ImportedSession
     from .connection import Connection
     from .writes import Writer
 
@@ -36,11 +34,3 @@ class Transfers:
     def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
         """Write every message to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
         return export_messages(self._conn, path, format)
-
-    def stored_sessions(self) -> list[ImportedSession]:
-        """Every session's row, as an import would give it back (times as ISO text), by id."""
-        return stored_sessions(self._conn)
-
-    def stored_messages(self) -> Iterator[tuple[str, ImportedMessage]]:
-        """Every message, session by session (by id) in order, with its session's key."""
-        return stored_messages(self._conn)
