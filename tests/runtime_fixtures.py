@@ -98,7 +98,8 @@ def claude_code(folder: Path) -> tuple[Path, Expected]:
         event("assistant", "a3", "2026-02-01T09:00:03.500Z", {"id": "msg_1", "role": "assistant",
               "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "cart.py"}}]}),
         event("user", "u2", "2026-02-01T09:00:04.000Z", {"role": "user", "content": [
-              {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "def total(): ..."}]}]}),
+              {"type": "tool_result", "tool_use_id": "t1",
+               "content": [{"type": "text", "text": "def total(): ..."}]}]}),
         event("user", "u3", "2026-02-01T09:00:04.100Z", {"role": "user", "content": "<command-name>/clear"},
               isMeta=True),
         _line(type="system", uuid="s1", sessionId=sid, timestamp="2026-02-01T09:00:05Z", content="compacted"),
@@ -205,7 +206,11 @@ def hermes(folder: Path) -> tuple[Path, Expected]:
                 ("assistant", "Mornings, twice a week", "2026-01-05T10:15:05.750000+00:00"),
             ],
         ),  # fmt: skip
-        ("cli_1", {"name": None, "channel_id": "cli", "created_at": "2026-01-06T11:46:40+00:00"}, [("user", "hello", "2026-01-06T11:46:41+00:00")]),
+        (
+            "cli_1",
+            {"name": None, "channel_id": "cli", "created_at": "2026-01-06T11:46:40+00:00"},
+            [("user", "hello", "2026-01-06T11:46:41+00:00")],
+        ),
     ]
     return path, expected
 

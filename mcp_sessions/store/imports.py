@@ -67,4 +67,3 @@ def export_messages(conn: Connection, path: str | os.PathLike[str], format: str)
             f" TO {target} (FORMAT {format})"
         ).fetchone()
     return 0 if row is None else int(row[0])
-
