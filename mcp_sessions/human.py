@@ -146,11 +146,12 @@ class _CannotOpen(Exception):
 def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
     """The store at path: read-only for the commands that only read, unless its schema needs an upgrade."""
     from .store.connection import needs_upgrade
-    from .store.duckdb import DuckDBSessionBackend
+    from .store.duckdb import DuckDBSessionBackend, Tuning
 
     try:
         if writes or path == ":memory:":
-            return DuckDBSessionBackend(path)
+            # An import's sorts spill to disk past this rather than take the store's 2 GB for bulk writes.
+            return DuckDBSessionBackend(path, tuning=Tuning(bulk_memory_limit="512MB"))
         if not Path(path).exists():
             raise _CannotOpen(f"no store at {path} (use --db, or set MCP_SESSIONS_DB)")
         return DuckDBSessionBackend(path, read_only=not needs_upgrade(path))

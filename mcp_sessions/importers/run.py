@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -22,8 +21,8 @@ if TYPE_CHECKING:
     from ..store.duckdb import DuckDBSessionBackend
     from ..store.imports import ImportMark
 
-# Messages after which the transaction ends, once the source file that reached it is in: files are never
-# split, and a folder of small files is not a commit per file.
+# Messages after which the transaction ends, once the session that reached it is in: a folder of small files
+# is not a commit per file, and a database of a million messages not one transaction.
 IMPORT_BATCH = 5_000
 
 
@@ -101,9 +100,18 @@ def cmd_import(store: DuckDBSessionBackend, options: argparse.Namespace, out: Te
         return 1
     finally:
         progress.close()
+    merged = 0.0
+    if imported:
+        # The import's postings wait in their rows (its transactions do not merge them, see bulk.py): one sorted
+        # run now, so the next server searches the term-sorted table rather than scanning them.
+        merging = time.monotonic()
+        store.merge()
+        merged = time.monotonic() - merging
     seconds = time.monotonic() - started
     read = plural(len(files), "file")
     summary = f"imported {plural(imported, 'message')} from {read} in {seconds:.1f} s"
+    if merged:
+        summary += f" ({merged:.1f} s of it indexing them for search)"
     if skipped:
         units = sorted({format.unit for _, format in sources}) or ["line"]
         summary += f"; skipped {plural(skipped, 'bad ' + ' or '.join(units))}"
@@ -116,34 +124,36 @@ def cmd_import(store: DuckDBSessionBackend, options: argparse.Namespace, out: Te
 def _import_source(
     store: DuckDBSessionBackend, format: Format, reading: Reading, marks: dict[str, list[ImportMark]]
 ) -> int:
-    """Read one source into the store; return how many messages it added."""
+    """Read one source into the store; return how many messages it added. A transaction ends after the session
+    that fills a batch: a session is never split, memory stays flat, and a stopped import resumes after the
+    sessions it committed (each one's mark is written with its messages)."""
     added = 0
     with ExitStack() as open_transaction:
         bulk: BulkImport | None = None
         for unit in format.read(reading):
-            if bulk is None:
-                bulk = open_transaction.enter_context(store.bulk_import())
-            _feed(bulk, unit, marks)
-            if bulk.added + len(bulk.pending) >= IMPORT_BATCH:
-                open_transaction.close()  # commits
-                added += bulk.added
-                bulk = None
+            for feed in unit:
+                if bulk is None:
+                    bulk = open_transaction.enter_context(store.bulk_import())
+                _feed(bulk, feed, marks)
+                if bulk.added + len(bulk.pending) >= IMPORT_BATCH:
+                    open_transaction.close()  # commits
+                    added += bulk.added
+                    bulk = None
         open_transaction.close()
         if bulk is not None:
             added += bulk.added
     return added
 
 
-def _feed(bulk: BulkImport, unit: Iterable[Feed], marks: dict[str, list[ImportMark]]) -> None:
-    for feed in unit:
-        key = feed.session.key
-        bulk.session(feed.session)
-        add = bulk.add
-        for message in feed.messages:
-            add(key, message)
-        mark = feed.mark()
-        if mark is not None:
-            bulk.mark(mark)
-            # A source given twice in one command, or a session in two sources, sees what was just read.
-            kept = [m for m in marks.get(key, ()) if m.sha256 != mark.replaces]
-            marks[key] = sorted([*kept, mark], key=lambda m: (m.bytes, m.lines))
+def _feed(bulk: BulkImport, feed: Feed, marks: dict[str, list[ImportMark]]) -> None:
+    key = feed.session.key
+    bulk.session(feed.session)
+    add = bulk.add
+    for message in feed.messages:
+        add(key, message)
+    mark = feed.mark()
+    if mark is not None:
+        bulk.mark(mark)
+        # A source given twice in one command, or a session in two sources, sees what was just read.
+        kept = [m for m in marks.get(key, ()) if m.sha256 != mark.replaces]
+        marks[key] = sorted([*kept, mark], key=lambda m: (m.bytes, m.lines))

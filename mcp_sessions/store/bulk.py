@@ -19,6 +19,9 @@ from .sql import Cursor, now
 from .writes import Row, Writer
 
 _KEYS = rows_sql({"k": "VARCHAR"})
+# An import's transactions leave their postings in their rows: merged after each one, a folder of small files
+# would make a scattered run per file (and soon call for optimize()); the import merges once, at its end.
+_NO_MERGE = 1 << 62
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
 _TIMES = ("turn_started_at",)
 _TOTALS = rows_sql(
@@ -189,7 +192,7 @@ class BulkImport:
 def open_bulk(writer: Writer) -> Iterator[BulkImport]:
     """One import transaction: all of what was fed commits, or none of it; DuckDB's errors as StoreFailure."""
     try:
-        with writer.transaction(merge_after=writer.tuning.bulk_merge_messages) as cur:
+        with writer.transaction(merge_after=_NO_MERGE) as cur:
             bulk = BulkImport(writer, cur)
             try:
                 yield bulk

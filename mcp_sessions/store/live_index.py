@@ -13,7 +13,7 @@ import duckdb
 from ..errors import StoreReadOnly
 from .connection import Connection
 from .params import rows_param, rows_sql
-from .postings import parse_terms_text, unnested_sql
+from .postings import unnested_sql
 from .search import Corpus
 from .sql import Cursor, first, rows
 
@@ -51,9 +51,16 @@ class LiveIndex:
         dead = [r[0] for r in rows(db, f"SELECT message_id FROM _dead_messages LIMIT {_DEAD_IDS_MAX + 1}")]
         self._any_dead = bool(dead)
         self._dead_ids: set[int] | None = set(dead) if len(dead) <= _DEAD_IDS_MAX else None
-        self._recent_terms: set[int] = set()
-        for (text,) in rows(db, "SELECT terms FROM messages WHERE id > ?", [self.merged_upto]):
-            self._recent_terms |= parse_terms_text(text)
+        # In SQL: after a bulk import (which leaves its merge to later writes) these are millions of rows.
+        self._recent_terms: set[int] = {
+            row[0]
+            for row in rows(
+                db,
+                "SELECT DISTINCT CAST(split_part(p, ':', 1) AS BIGINT) FROM (SELECT unnest(string_split(terms, ' '))"
+                " AS p FROM messages WHERE id > ?) WHERE p <> ''",
+                [self.merged_upto],
+            )
+        }
         # Message count and term total, for BM25: read once, then kept up to date by the writes.
         self._stats: list[int] | None = None
         self._stats_lock = threading.Lock()

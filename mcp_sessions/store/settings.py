@@ -12,9 +12,6 @@ class Tuning:
     # Messages written since the last merge keep their postings in their own rows (see m004); once there are
     # this many, a merge moves them into the term-sorted table. Search scans these rows' term lists.
     merge_messages: int = 2_000
-    # An import's transactions merge only once this many messages wait: each merge is then one sorted run, not
-    # a scattered one per small transaction (which would soon call for optimize()).
-    bulk_merge_messages: int = 1 << 62
     # Merges run on a thread of their own (see LiveIndex); False merges inside the write that asks.
     merge_in_background: bool = True
     # A merge of fewer postings than this makes a run that spans every term in a row group or two: scattered.
