@@ -304,3 +304,32 @@ def test_an_unknown_format_or_a_source_of_none_is_refused(tmp_path: Path, capsys
     with pytest.raises(SystemExit) as nothing:
         main(["import", "--db", db, "--from", "openai-agents"])
     assert nothing.value.code == 2 and "no default location" in capsys.readouterr().err
+
+
+def test_a_deleted_session_comes_back_whole_and_a_rewritten_source_is_imported_again_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, expected = BUILDERS["hermes"](tmp_path)
+    db = str(tmp_path / "s.duckdb")
+    key, _, messages = expected[0]
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            main(["import", "--db", db, str(source)])
+    with DuckDBSessionBackend(db) as store:
+        assert store.load_page(key).total == len(messages)
+        assert store.delete_session(key)
+    with pytest.raises(SystemExit):
+        main(["import", "--db", db, str(source)])
+    with DuckDBSessionBackend(db) as store:
+        assert [m.content for m in store.load(key)] == [content for _, content, _ in messages]
+    capsys.readouterr()
+    conn = sqlite3.connect(source)
+    conn.execute("UPDATE messages SET content = 'Every other day' WHERE id = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SystemExit):
+        main(["import", "--db", db, str(source)])
+    assert f"session {key!r} is not a continuation" in capsys.readouterr().err
+    with DuckDBSessionBackend(db) as store:
+        contents = [m.content for m in store.load(key)]
+    assert len(contents) == 2 * len(messages) and contents[len(messages)] == "Every other day"

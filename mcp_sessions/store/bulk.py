@@ -162,6 +162,7 @@ class BulkImport:
         columns: dict[str, list[object]] = {name: [] for name in ("sid", "n_added", "n_new", "n_created", "n_last")}
         for field in _METADATA:
             columns[f"n_{field}"] = []
+        at = now()
         for session in self.sessions.values():
             source = session.source
             columns["sid"].append(session.session_id)
@@ -170,6 +171,9 @@ class BulkImport:
             created = (source.created_at if source else None) or session.first
             if created is not None and session.first is not None:
                 created = min(created, session.first)
+            if created is not None:
+                # Not after now, however the runtime's clock ran: marks older than the session do not count.
+                created = min(created, at)
             columns["n_created"].append(created)
             columns["n_last"].append(session.last or created)
             given = source.metadata() if source else {}
