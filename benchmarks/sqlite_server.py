@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/sqlite_server.py`
 from mcp.server.mcpserver import MCPServer
 
 from benchmarks.sqlite_fts import SQLiteFTSBackend
-from mcp_sessions.import_jsonl import IMPORT_BATCH
+from mcp_sessions.importers.run import IMPORT_BATCH
 from mcp_sessions.models import ChatMessage, SessionQuery
 from mcp_sessions.results import (
     AppendResult,

@@ -77,12 +77,24 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats = command("stats", "count sessions and messages")
     stats.add_argument("--json", action="store_true", help="a JSON object instead of a table")
 
-    imports = command("import", "import sessions from JSON Lines files ({role, content} per line; key = file stem)")
-    imports.add_argument("sources", nargs="+", metavar="SOURCE", help="a .jsonl file, or a folder of them")
+    imports = command("import", "import sessions from an agent runtime's history, or from JSON Lines files")
+    imports.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="a file or folder (default with --from: the runtime's own location)",
+    )
+    imports.add_argument(
+        "--from",
+        dest="source_format",
+        metavar="FORMAT",
+        help="jsonl, claude-code, zeroclaw, hermes, llm or openai-agents (default: found from each SOURCE)",
+    )
     _progress_flags(imports)
 
     export = command("export", "write each session to DIR/<key>.jsonl, or the whole store to one file")
-    export.add_argument("dir", nargs="?", metavar="DIR", help="folder to write <key>.jsonl files into")
+    export.add_argument("dir", nargs="?", metavar="DIR", help="folder to write <key>.jsonl files into (FILE with --to)")
+    export.add_argument("--to", choices=("zeroclaw",), help="write FILE.db in this runtime's own session store format")
     export.add_argument(
         "--all",
         metavar="FILE",
@@ -122,7 +134,7 @@ def _count(high: int | None) -> Any:
 def run(options: argparse.Namespace) -> int:
     """Run one human command; return the exit status."""
     from .export_files import cmd_export
-    from .import_jsonl import cmd_import
+    from .importers.run import cmd_import
 
     path = db_path(options.db)
     writes = options.command == "import"
@@ -159,11 +171,12 @@ class _CannotOpen(Exception):
 def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
     """The store at path: read-only for the commands that only read, unless its schema needs an upgrade."""
     from .store.connection import needs_upgrade
-    from .store.duckdb import DuckDBSessionBackend
+    from .store.duckdb import DuckDBSessionBackend, Tuning
 
     try:
         if writes or path == ":memory:":
-            return DuckDBSessionBackend(path)
+            # An import's sorts spill to disk past this rather than take the store's 2 GB for bulk writes.
+            return DuckDBSessionBackend(path, tuning=Tuning(bulk_memory_limit="512MB"))
         if not Path(path).exists():
             raise _CannotOpen(f"no store at {path} (use --db, or set MCP_SESSIONS_DB)")
         return DuckDBSessionBackend(path, read_only=not needs_upgrade(path))

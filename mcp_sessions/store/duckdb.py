@@ -26,7 +26,7 @@ from ..recall import Candidate, assemble
 from ..terms import Analyzer
 from .connection import Connection
 from .engine_errors import engine_errors
-from .imports import ImportMark, export_messages, import_marks
+from .imports import ImportMark
 from .live_index import LiveIndex
 from .migrations import migrate, pending
 from .pages import Slot, load_page
@@ -35,12 +35,13 @@ from .session_view import ANSWERED_BY_VIEW, COLUMNS, SessionRow, SessionView, ut
 from .settings import Tuning
 from .sql import MAX_HOURS, MAX_ROWS, META, POS, Cursor, ago, first, meta, now, or_null, rows, session_range
 from .tails import Tails
+from .transfer import Transfers
 from .writes import SLOTS_MAX, Writer
 
 __all__ = ["DuckDBSessionBackend", "ImportMark", "Tuning"]
 
 
-class DuckDBSessionBackend(SessionBackend):
+class DuckDBSessionBackend(Transfers, SessionBackend):
     """Sessions, messages and a live inverted index in one DuckDB file; safe to call from many threads."""
 
     @engine_errors
@@ -69,8 +70,7 @@ class DuckDBSessionBackend(SessionBackend):
         # session id -> key, for search hits (see _session_keys).
         self._keys: dict[int, str] = {}
 
-    def _load_view(self) -> SessionView | None:
-        """Every session row in memory, unless there are more than the tuning's session_view_max."""
+    def _load_view(self) -> SessionView | None:  # every row, unless more than the tuning's session_view_max
         limit = self.tuning.session_view_max
         found = rows(self._conn.db, f"SELECT {COLUMNS} FROM sessions LIMIT {int(limit) + 1}") if limit > 0 else []
         return SessionView(found) if limit > 0 and len(found) <= limit else None
@@ -486,13 +486,3 @@ class DuckDBSessionBackend(SessionBackend):
                 self._keys.clear()
             self._keys.update(found)
         return self._keys
-
-    @engine_errors
-    def import_marks(self, session_key: str) -> list[ImportMark]:
-        """What earlier imports into this session read: one mark per file prefix, shortest first."""
-        return import_marks(self._conn.cursor(), session_key)
-
-    @engine_errors
-    def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
-        """Write every message to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
-        return export_messages(self._conn, path, format)

@@ -105,9 +105,10 @@ class Writer:
             self.slots[key] = Slot(session_id, count)
 
     @contextmanager
-    def transaction(self, *, begin: bool = True) -> Iterator[Cursor]:
+    def transaction(self, *, begin: bool = True, merge_after: int | None = None) -> Iterator[Cursor]:
         """One write transaction: all of it commits, or none of it. begin=False: the caller's first statement
-        begins it (a round trip less: see sql.BEGIN)."""
+        begins it (a round trip less: see sql.BEGIN). merge_after: recent messages that make a merge (default:
+        the tuning's merge_messages)."""
         if self.conn.read_only:
             raise StoreReadOnly(f"the store {self.conn.path} is open read-only: writes are refused")
         with self.conn.write_lock:
@@ -131,13 +132,13 @@ class Writer:
             for then in self._after_commit:
                 then()
             self.index.committed()
-            self._upkeep(cur)
+            self._upkeep(cur, merge_after)
 
-    def _upkeep(self, cur: Cursor) -> None:
+    def _upkeep(self, cur: Cursor, merge_after: int | None) -> None:
         """After a commit: merge recent postings when they pile up, checkpoint when the log grows."""
         self._writes_since_check += 1
         try:
-            if self.index.wants_merge():
+            if self.index.wants_merge(merge_after):
                 self.index.merge_soon(cur)
             # Every 64th write, or after a bulk write: its log may be big.
             if self._writes_since_check < 64 and not self.conn.memory_raised:
