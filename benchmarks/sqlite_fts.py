@@ -80,11 +80,14 @@ def _metadata(row: tuple[str, str, str, int]) -> SessionMetadata:
 class SQLiteFTSBackend:
     """A session store on SQLite FTS5 with the method names and results of DuckDBSessionBackend."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", synchronous: str = "NORMAL") -> None:
         # Autocommit mode: each method opens its own transaction where it writes more than one row.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        # NORMAL: a commit survives a crash of the process, not always a power loss; FULL syncs every commit.
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self._conn.execute(f"PRAGMA synchronous = {synchronous}")
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -96,8 +99,8 @@ class SQLiteFTSBackend:
         row = self._conn.execute("SELECT id, message_count FROM sessions WHERE key = ?", (session_key,)).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def append(self, session_key: str, message: ChatMessage) -> None:
-        """Add one message at the end of the session, creating the session."""
+    def append(self, session_key: str, message: ChatMessage) -> int:
+        """Add one message at the end of the session, creating the session; returns the new message count."""
         now = _now()
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -117,6 +120,7 @@ class SQLiteFTSBackend:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return count
 
     def append_many(self, items: Iterable[tuple[str, ChatMessage]]) -> int:
         """Bulk import in one transaction; returns how many messages were added."""
@@ -225,6 +229,21 @@ class SQLiteFTSBackend:
             ],
             total=total,
         )
+
+    def get_session_metadata(self, session_key: str) -> SessionMetadata | None:
+        row = self._conn.execute(
+            "SELECT key, created_at, last_activity, message_count FROM sessions WHERE key = ?", (session_key,)
+        ).fetchone()
+        return None if row is None else _metadata(row)
+
+    def list_sessions_with_metadata(self, limit: int | None = None, offset: int = 0) -> list[SessionMetadata]:
+        """Sessions, most recent activity first, paged."""
+        rows = self._conn.execute(
+            "SELECT key, created_at, last_activity, message_count FROM sessions"
+            " ORDER BY last_activity DESC LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, offset),
+        )
+        return [_metadata(row) for row in rows]
 
     def search(self, query: SessionQuery) -> list[SessionMetadata]:
         """Sessions ranked by their best message's bm25, ties to the more recent; empty keyword lists recent ones."""

@@ -34,7 +34,7 @@ import anyio
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, Corpus
 from benchmarks.timing import WARMUP, fmt, p95, time_calls
-from mcp_sessions.models import ChatMessage, SessionQuery
+from mcp_sessions.models import ChatMessage, MessageSearch, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ TITLE = "Protocol overhead: direct library calls vs MCP tool calls over stdio"
 IMPORT_BATCH = 50_000
 SEARCH_LIMIT = 50
 SEARCH_MESSAGES_LIMIT = 20
+CONTEXT = 2
 CALL_TIMEOUT_S = 60
 
 OPS = (
@@ -50,6 +51,7 @@ OPS = (
     ("load_last20", "load offset=-20, big session"),
     ("search_common", f"search common word ({COMMON_WORD!r}), limit {SEARCH_LIMIT}"),
     ("search_messages_common", f"search_messages common word, limit {SEARCH_MESSAGES_LIMIT}"),
+    ("search_messages_context", f"same, context {CONTEXT} (neighbours of each hit)"),
 )
 
 
@@ -126,6 +128,11 @@ def run_direct(path: Path, corpus: Corpus, work: Workload, reps: int) -> dict[st
         ops["search_messages_common"] = time_calls(
             lambda i: backend.search_messages(COMMON_WORD, limit=SEARCH_MESSAGES_LIMIT), reps
         )
+        around = MessageSearch(query=COMMON_WORD, limit=SEARCH_MESSAGES_LIMIT, context=CONTEXT)
+        ops["search_messages_context"] = time_calls(lambda i: backend.search_messages_page(around), reps)
+        hits = backend.search_messages_page(around).hits
+        if len(hits) != SEARCH_MESSAGES_LIMIT or not any(h.context_before or h.context_after for h in hits):
+            raise Failed(f"search_messages with context {CONTEXT} gave {len(hits)} hits without neighbours")
         found = len(backend.search(query)), len(backend.search_messages(COMMON_WORD, limit=SEARCH_MESSAGES_LIMIT))
         if found != (SEARCH_LIMIT, SEARCH_MESSAGES_LIMIT):
             raise Failed(f"direct searches returned {found}, expected {(SEARCH_LIMIT, SEARCH_MESSAGES_LIMIT)}")
@@ -190,6 +197,12 @@ async def run_stdio(
                 if len(out["hits"]) != SEARCH_MESSAGES_LIMIT:
                     raise Failed(f"search_messages returned {len(out['hits'])} hits, expected {SEARCH_MESSAGES_LIMIT}")
 
+            async def search_messages_context(i: int) -> None:
+                arguments = {"query": COMMON_WORD, "limit": SEARCH_MESSAGES_LIMIT, "context": CONTEXT}
+                out = await call("search_messages", arguments)
+                if len(out["hits"]) != SEARCH_MESSAGES_LIMIT or not out["hits"][0]["context_after"]:
+                    raise Failed(f"search_messages with context returned {out['hits'][:1]}")
+
             async def load(i: int) -> None:
                 await call("load", load_args)
 
@@ -198,6 +211,7 @@ async def run_stdio(
             ops["append"] = await _atime(append, reps)
             ops["search_common"] = await _atime(search, reps)
             ops["search_messages_common"] = await _atime(search_messages, reps)
+            ops["search_messages_context"] = await _atime(search_messages_context, reps)
     return result
 
 
@@ -251,6 +265,10 @@ def _header(args: argparse.Namespace, corpus: Corpus) -> str:
     )
 
 
+def _cost(side: dict[str, Any], op: str, baseline: str) -> str:
+    return f"{statistics.median(side['ops'][op]) / statistics.median(side['ops'][baseline]):.2f}×"
+
+
 def notes(corpus: Corpus, built: dict[str, float], direct: dict[str, Any], stdio: dict[str, Any]) -> str:
     meta = direct["get_session_metadata"]
     return "\n".join(
@@ -269,7 +287,11 @@ def notes(corpus: Corpus, built: dict[str, float], direct: dict[str, Any], stdio
             f" ({SEARCH_LIMIT} sessions, {SEARCH_MESSAGES_LIMIT} hits) on both sides",
             "- reply size per tool call (structured content JSON + text content, bytes): "
             + ", ".join(f"{name} {s:,} + {t:,}" for name, (s, t) in stdio["reply_bytes"].items()),
-            "- order on each side: load, append, search, search_messages; the stdio side runs after the direct"
+            f"- context {CONTEXT} costs {_cost(direct, 'search_messages_context', 'search_messages_common')} a plain"
+            f" search_messages directly, {_cost(stdio, 'search_messages_context', 'search_messages_common')} over"
+            f" stdio (p50 ratio; the replies carry {CONTEXT * 2} neighbours per hit)",
+            "- order on each side: load, append, search, search_messages, search_messages with context; the stdio"
+            " side runs after the direct"
             f" side, so its store holds {len(direct['ops']['append']) + WARMUP:,} more messages and their"
             " unmerged postings",
         ]

@@ -13,12 +13,15 @@ from .models import (
     MessageFilters,
     MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
     SessionState,
     TimestampedMessage,
     check_unicode,
+    is_blank,
 )
 
 
@@ -123,7 +126,7 @@ class SessionBackend(ABC):
 
     def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
         """Sessions ranked by their best matching message; an empty keyword lists recent sessions."""
-        if not (query.keyword or "").strip():
+        if is_blank(query.keyword):
             return self.list_sessions_with_metadata(limit=query.limit, agent_alias=agent_alias)
         best: dict[str, float] = {}
         for hit in self.search_messages(query.keyword or "", None, MessageFilters(agent_alias=agent_alias)):
@@ -210,21 +213,30 @@ class SessionBackend(ABC):
     def search_messages(
         self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
     ) -> list[MessageHit]:
-        """Messages matching any word of query, best first, narrowed by filters; this default scans every session."""
-        from .snippets import make_snippet
+        """Messages matching any word of query, best first, narrowed by filters: the first page of
+        search_messages_page, without neighbours or budget."""
+        return self.search_messages_page(
+            MessageSearch(query=query, limit=limit, filters=filters or MessageFilters())
+        ).hits
+
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        """One page of the search_messages tool: hits after search.offset, best first, each with its neighbours,
+        fitted to the budget. This default scans every session."""
+        from .recall import Candidate, assemble
         from .terms import Analyzer
 
         analyzer = Analyzer.shared()
-        wanted = set(analyzer.query_terms(query))
+        wanted = set(analyzer.query_terms(search.query))
         if not wanted:
-            return []
-        f = filters or MessageFilters()
-        hits: list[tuple[float, int, MessageHit]] = []
+            return MessageSearchPage(hits=[])
+        f = search.filters
+        found: list[tuple[float, int, int, Candidate]] = []
         keys = [f.session_key] if f.session_key is not None else self.list_sessions()
         for order, key in enumerate(keys):
-            if f.agent_alias is not None and self.get_session_agent_alias(key) != f.agent_alias:
+            if key in f.exclude_session_keys or not self._passes_session_filters(key, f):
                 continue
-            for message in self.load_with_timestamps(key):
+            messages = self.load_with_timestamps(key)
+            for message in messages:
                 if f.role is not None and message.role != f.role:
                     continue
                 if f.since is not None and (message.created_at is None or message.created_at < f.since):
@@ -233,14 +245,31 @@ class SessionBackend(ABC):
                     continue
                 matched = wanted & set(analyzer.document_terms(message.content))
                 if matched:
-                    hit = MessageHit(
-                        session_key=key,
-                        index=message.index,
-                        role=message.role,
-                        snippet=make_snippet(message.content, matched, analyzer),
-                        created_at=message.created_at,
-                        score=float(len(matched)),
+                    lo, hi = max(0, message.index - search.context), message.index + search.context + 1
+                    neighbours = [m for m in messages[lo:hi] if m.index != message.index]
+                    candidate = Candidate(
+                        key,
+                        message.index,
+                        message.role,
+                        message.content,
+                        message.created_at,
+                        float(len(matched)),
+                        neighbours,
                     )
-                    hits.append((hit.score, -order, hit))
-        hits.sort(key=lambda h: (h[0], h[1], h[2].index), reverse=True)
-        return [h[2] for h in hits[:limit]]
+                    found.append((candidate.score, -order, message.index, candidate))
+        found.sort(key=lambda h: h[:3], reverse=True)
+        stop = None if search.limit is None else search.offset + search.limit
+        page = [h[3] for h in found[search.offset : stop]]
+        return assemble(search, page, stop is not None and len(found) > stop, analyzer)
+
+    def _passes_session_filters(self, session_key: str, filters: MessageFilters) -> bool:
+        """Whether the session's agent_alias and channel_id are those the filters ask for."""
+        if filters.agent_alias is None and filters.channel_id is None:
+            return True
+        metadata = self.get_session_metadata(session_key)
+        if metadata is None:
+            return False
+        alias = self.get_session_agent_alias(session_key)
+        return (filters.agent_alias is None or alias == filters.agent_alias) and (
+            filters.channel_id is None or metadata.channel_id == filters.channel_id
+        )

@@ -23,8 +23,18 @@ def constants(idfs: list[float], avgdl: float) -> tuple[list[float], float, floa
     return [i * (K1 + 1) for i in idfs], K1 * (1 - B), K1 * B / avgdl
 
 
-def score(words: int, relevance: float) -> float:
-    """How many of the query's words a message holds (so more words always rank higher), plus its BM25
-    relevance squashed into [0, 1) to order messages holding as many."""
+def coverage(idfs: list[float]) -> list[float]:
+    """What each term counts for in score's words when words are weighted: its share of the query's idf, scaled
+    so that holding every term counts as many words as the query has (and one term alone counts one)."""
+    total = sum(idfs)
+    if total <= 0:
+        return [1.0] * len(idfs)
+    return [len(idfs) * i / total for i in idfs]
+
+
+def score(words: float, relevance: float) -> float:
+    """How many of the query's words a message holds (so more words always rank higher; searched messages count
+    each word by its idf, see coverage), plus its BM25 relevance squashed into [0, 1) to order messages holding
+    as many."""
     relevance = max(relevance, 0.0)
     return words + relevance / (1 + relevance)

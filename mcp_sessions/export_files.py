@@ -23,6 +23,15 @@ EXPORT_PAGE = 10_000
 def cmd_export(store: DuckDBSessionBackend, options: argparse.Namespace, out: TextIO) -> int:
     """Each session to DIR/<key>.jsonl, or every message to one .jsonl/.parquet file with --all."""
     started = time.monotonic()
+    if options.to == "zeroclaw":
+        from .export_zeroclaw import cmd_export_zeroclaw
+
+        if not options.dir or options.all:
+            raise InvalidArgument("export --to zeroclaw needs FILE.db (and no --all)")
+        total = sum(m.message_count for m in store.list_sessions_with_metadata())
+        return cmd_export_zeroclaw(
+            store, Path(options.dir), Progress("exporting", total, "messages", show_progress(options))
+        )
     if options.all:
         if options.dir:
             raise InvalidArgument("give DIR or --all FILE, not both")

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .display import size, table, when
 from .errors import StoreError, StoreLocked, StoreUnavailable
 from .models import (
+    CONTEXT_MAX,
     LIST_LIMIT_MAX,
     SEARCH_MESSAGES_LIMIT_MAX,
     InvalidArgument,
     MessageFilters,
+    MessageSearch,
     check_session_key,
+    check_text,
     parse_time,
 )
 from .paths import db_path, is_database_uri
@@ -57,17 +60,41 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     search.add_argument("--role", help="only messages of this role")
     search.add_argument("--since", help="only messages written at or after this ISO 8601 time or date")
     search.add_argument("--until", help="only messages written at or before this ISO 8601 time or date")
+    search.add_argument(
+        "-C",
+        "--context",
+        type=_range(0, CONTEXT_MAX),
+        default=0,
+        metavar="N",
+        help="also print N messages around each hit",
+    )
+    search.add_argument(
+        "--exclude", action="append", default=[], metavar="KEY", help="leave out this session (repeatable)"
+    )
+    search.add_argument("--channel", help="only sessions of this channel_id")
     search.add_argument("--json", action="store_true", help="one JSON object per hit instead of a table")
 
     stats = command("stats", "count sessions and messages")
     stats.add_argument("--json", action="store_true", help="a JSON object instead of a table")
 
-    imports = command("import", "import sessions from JSON Lines files ({role, content} per line; key = file stem)")
-    imports.add_argument("sources", nargs="+", metavar="SOURCE", help="a .jsonl file, or a folder of them")
+    imports = command("import", "import sessions from an agent runtime's history, or from JSON Lines files")
+    imports.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="a file or folder (default with --from: the runtime's own location)",
+    )
+    imports.add_argument(
+        "--from",
+        dest="source_format",
+        metavar="FORMAT",
+        help="jsonl, claude-code, zeroclaw, hermes, llm or openai-agents (default: found from each SOURCE)",
+    )
     _progress_flags(imports)
 
     export = command("export", "write each session to DIR/<key>.jsonl, or the whole store to one file")
-    export.add_argument("dir", nargs="?", metavar="DIR", help="folder to write <key>.jsonl files into")
+    export.add_argument("dir", nargs="?", metavar="DIR", help="folder to write <key>.jsonl files into (FILE with --to)")
+    export.add_argument("--to", choices=("zeroclaw",), help="write FILE.db in this runtime's own session store format")
     export.add_argument(
         "--all",
         metavar="FILE",
@@ -80,6 +107,16 @@ def _progress_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--progress", action="store_true", default=None, help="show progress (default: on a terminal)")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+
+
+def _range(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
 
 
 def _count(high: int | None) -> Any:
@@ -97,7 +134,7 @@ def _count(high: int | None) -> Any:
 def run(options: argparse.Namespace) -> int:
     """Run one human command; return the exit status."""
     from .export_files import cmd_export
-    from .import_jsonl import cmd_import
+    from .importers.run import cmd_import
 
     path = db_path(options.db)
     writes = options.command == "import"
@@ -134,7 +171,7 @@ class _CannotOpen(Exception):
 def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
     """The store at path: read-only for the commands that only read, unless its schema needs an upgrade."""
     from .store.connection import needs_upgrade
-    from .store.duckdb import DuckDBSessionBackend
+    from .store.duckdb import DuckDBSessionBackend, Tuning
 
     if is_database_uri(path):
         from .postgres.backend import PostgresSessionBackend
@@ -145,7 +182,8 @@ def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
             raise _CannotOpen(f"cannot open the store: {exc}") from None
     try:
         if writes or path == ":memory:":
-            return DuckDBSessionBackend(path)
+            # An import's sorts spill to disk past this rather than take the store's 2 GB for bulk writes.
+            return DuckDBSessionBackend(path, tuning=Tuning(bulk_memory_limit="512MB"))
         if not Path(path).exists():
             raise _CannotOpen(f"no store at {path} (use --db, or set MCP_SESSIONS_DB)")
         return DuckDBSessionBackend(path, read_only=not needs_upgrade(path))
@@ -201,19 +239,33 @@ def cmd_show(store: DuckDBSessionBackend, options: argparse.Namespace, out: Text
 
 
 def cmd_search(store: DuckDBSessionBackend, options: argparse.Namespace, out: TextIO) -> int:
-    """Matching messages as a table (or JSON Lines), best first."""
+    """Matching messages as a table (or JSON Lines), best first; with --context, each hit's neighbours under it."""
     since = parse_time("--since", options.since) if options.since else None
     until = parse_time("--until", options.until) if options.until else None
-    filters = MessageFilters(session_key=options.session, role=options.role, since=since, until=until)
-    hits = store.search_messages(options.text, options.limit, filters)
+    excluded = tuple(check_session_key(key, "--exclude") for key in options.exclude)
+    channel = None if options.channel is None else check_text("--channel", options.channel)
+    filters = MessageFilters(
+        session_key=options.session,
+        role=options.role,
+        since=since,
+        until=until,
+        exclude_session_keys=excluded,
+        channel_id=channel,
+    )
+    search = MessageSearch(query=options.text, limit=options.limit, filters=filters, context=options.context)
+    hits = store.search_messages_page(search).hits
     if options.json:
         for hit in hits:
             out.write(hit.model_dump_json() + "\n")
         return 0
-    rows = [
-        [h.session_key, str(h.index), h.role, when(h.created_at), " ".join(h.snippet.split()), f"{h.score:.2f}"]
-        for h in hits
-    ]
+    rows: list[list[str]] = []
+    for h in hits:
+        rows.append(
+            [h.session_key, str(h.index), h.role, when(h.created_at), " ".join(h.snippet.split()), f"{h.score:.2f}"]
+        )
+        # Neighbours in session order under their hit, marked so they do not read as hits.
+        for m in [*h.context_before, *h.context_after]:
+            rows.append(["", str(m.index), m.role, when(m.created_at), "· " + " ".join(m.content.split()), ""])
     table(out, ["session", "index", "role", "time (UTC)", "snippet", "score"], rows, right={1, 5}, widest=4)
     if not hits:
         print("no messages found", file=sys.stderr)

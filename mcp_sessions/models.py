@@ -16,6 +16,10 @@ SEARCH_LIMIT_MAX = 1000
 SEARCH_MESSAGES_LIMIT_DEFAULT = 20
 SEARCH_MESSAGES_LIMIT_MAX = 200
 LIST_LIMIT_MAX = 1000
+CONTEXT_MAX = 20
+EXCLUDED_KEYS_MAX = 100
+MAX_CHARS_MIN = 200
+MAX_CHARS_MAX = 1_000_000
 
 
 class InvalidArgument(ValueError):
@@ -45,11 +49,27 @@ def check_text(argument: str, value: str) -> str:
     return value
 
 
-def check_session_key(value: str) -> str:
+def check_session_key(value: str, argument: str = "session_key") -> str:
     """session_key: not empty or whitespace, at most 512 code points, no Cc; never trimmed."""
     if not value.strip():
-        raise InvalidArgument("session_key must not be empty or whitespace")
-    return check_text("session_key", value)
+        raise InvalidArgument(f"{argument} must not be empty or whitespace")
+    return check_text(argument, value)
+
+
+def check_excluded_keys(value: list[str]) -> list[str]:
+    """exclude_session_keys: at most 100 keys, each following the session_key rules."""
+    if len(value) > EXCLUDED_KEYS_MAX:
+        raise InvalidArgument(
+            f"exclude_session_keys must hold at most {EXCLUDED_KEYS_MAX} session keys, got {len(value)}"
+        )
+    for i, key in enumerate(value):
+        check_session_key(key, f"exclude_session_keys[{i}]")
+    return value
+
+
+def is_blank(text: str | None) -> bool:
+    """Whether a search keyword holds nothing but spaces and control characters (which count as spaces)."""
+    return not text or all(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in text)
 
 
 def _text_rule(argument: str) -> AfterValidator:
@@ -135,6 +155,10 @@ LoadLimit = Annotated[int, _int_range("limit", 1)]
 ListLimit = Annotated[int, _int_range("limit", 1, LIST_LIMIT_MAX)]
 SearchLimit = Annotated[int, _int_range("limit", 1, SEARCH_LIMIT_MAX)]
 SearchMessagesLimit = Annotated[int, _int_range("limit", 1, SEARCH_MESSAGES_LIMIT_MAX)]
+ContextSize = Annotated[int, _int_range("context", 0, CONTEXT_MAX)]
+MaxChars = Annotated[int, _int_range("max_chars", MAX_CHARS_MIN, MAX_CHARS_MAX)]
+ExcludeSessionKeys = Annotated[list[str], AfterValidator(check_excluded_keys)]
+ChannelId = Annotated[str, _text_rule("channel_id")]
 Since = Annotated[datetime | None, _time_rule("since")]
 Until = Annotated[datetime | None, _time_rule("until")]
 
@@ -162,7 +186,7 @@ class TimestampedMessage(BaseModel):
 class SessionContext(_Input):
     """Channel / room / sender routing: a missing or null field keeps its value, an empty string clears it."""
 
-    channel_id: Annotated[str, _text_rule("channel_id")] | None = None
+    channel_id: ChannelId | None = None
     room_id: Annotated[str, _text_rule("room_id")] | None = None
     sender_id: Annotated[str, _text_rule("sender_id")] | None = None
 
@@ -196,8 +220,14 @@ class SessionState(BaseModel):
     turn_started_at: UtcTime = None
 
 
+class ContextMessage(TimestampedMessage):
+    """A message next to a hit, in full unless the result's max_chars budget cut it (then truncated is true)."""
+
+    truncated: bool = False
+
+
 class MessageHit(BaseModel):
-    """One message that matched a search_messages query; load(session_key) around index for context."""
+    """One message that matched a search_messages query, with the messages around it when context was asked."""
 
     session_key: str
     index: int
@@ -205,6 +235,15 @@ class MessageHit(BaseModel):
     snippet: str
     created_at: UtcTime
     score: float
+    matched_terms: list[str] = Field(
+        default_factory=list[str], description="The query's words (as written) this message matched, in query order."
+    )
+    context_before: list[ContextMessage] = Field(
+        default_factory=list[ContextMessage], description="Messages just before the hit, oldest first."
+    )
+    context_after: list[ContextMessage] = Field(
+        default_factory=list[ContextMessage], description="Messages just after the hit, oldest first."
+    )
 
 
 class MessagePage(BaseModel):
@@ -224,3 +263,29 @@ class MessageFilters(BaseModel):
     role: str | None = None
     since: UtcTime = None
     until: UtcTime = None
+    exclude_session_keys: tuple[str, ...] = ()
+    channel_id: str | None = None
+
+
+class MessageSearch(BaseModel):
+    """One search_messages call as the store answers it: the query, the filters, and how to shape the page.
+
+    offset is how many hits earlier pages returned (decoded from the tool's cursor)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query: str
+    limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT
+    filters: MessageFilters = MessageFilters()
+    context: int = 0
+    max_chars: int | None = None
+    offset: int = 0
+
+
+class MessageSearchPage(BaseModel):
+    """The store's answer to a MessageSearch: the hits, the offset the next page starts at (None when no hit
+    follows), and whether the budget left out or cut anything."""
+
+    hits: list[MessageHit]
+    next_offset: int | None = None
+    truncated: bool = False

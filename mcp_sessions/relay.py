@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import typing
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from .models import (
     MessageFilters,
     MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
@@ -43,14 +46,16 @@ from .models import (
 )
 from .store.duckdb import DuckDBSessionBackend, ImportMark
 from .tool_names import READ_ONLY_TOOLS, SETTERS, TOOLS
+from .write_feed import Feed, Watch, WriteWatcher, watching_origin
 
 log = logging.getLogger(__name__)
 
-# Every operation a relay forwards: the tools' (the trait's and search_messages), then load_page and append_many.
-OPERATIONS = (*TOOLS, "load_page", "append_many")
+# Every operation a relay forwards: the tools' (the trait's and search_messages), then load_page,
+# search_messages_page (what the search_messages tool calls) and append_many.
+OPERATIONS = (*TOOLS, "load_page", "search_messages_page", "append_many")
 # Calls that can be sent again after the holder vanished mid-call: reads (the read-only tools, and
 # load_page beneath load) and setters of a value.
-_RETRYABLE = READ_ONLY_TOOLS | SETTERS | {"load_page"}
+_RETRYABLE = READ_ONLY_TOOLS | SETTERS | {"load_page", "search_messages_page"}
 _ERRORS: dict[str, type[Exception]] = {"InvalidArgument": InvalidArgument, "StoreReadOnly": StoreReadOnly}
 # How long a relay keeps trying to reach a holder, or become one, before a call fails.
 TAKEOVER_SECONDS = 10.0
@@ -81,6 +86,18 @@ def _adapters(name: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapter[Any]]
 _SIGNATURES = {name: _adapters(name) for name in OPERATIONS}
 
 
+# Operations that change nothing: no watcher hears of them.
+_READS = READ_ONLY_TOOLS | {"load_page", "search_messages_page"}
+
+
+def _written_keys(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The sessions a write operation's arguments name (none for cleanup_stale: only the recent list changes)."""
+    if name == "append_many":
+        return list(dict.fromkeys(key for key, _ in kwargs.get("items", ())))
+    key = kwargs.get("session_key")
+    return [key] if isinstance(key, str) else []
+
+
 class _Handler(socketserver.StreamRequestHandler):
     """One relay connection: a JSON request per line, a JSON answer per line."""
 
@@ -91,21 +108,38 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.connections.add(self.connection)
         try:
             for line in self.rfile:
-                answer = self.server.answer(line)
+                origin = watching_origin(line)
+                if origin is not None:
+                    self._watch(origin)
+                    return
+                answer, written = self.server.answer(line)
                 self.wfile.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
                 self.wfile.flush()
+                if written is not None:
+                    self.server.tell(*written)
         except OSError:
             pass  # the relay went away, or we are closing
         finally:
             with self.server.lock:
                 self.server.connections.discard(self.connection)
 
+    def _watch(self, origin: str) -> None:
+        """A relay watching writes: announcements go out on this connection until the relay hangs up."""
+        self.server.feed.add(origin, self.wfile)  # pyright: ignore[reportArgumentType]
+        try:
+            for _ in self.rfile:
+                pass
+        finally:
+            self.server.feed.remove(origin)
+
 
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: Path, backend: DuckDBSessionBackend) -> None:
+    def __init__(self, path: Path, backend: DuckDBSessionBackend, watchers: list[WriteWatcher]) -> None:
         self.backend = backend
+        self.watchers = watchers
+        self.feed = Feed()
         self.closing = False
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
@@ -116,7 +150,9 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old_mask)
 
-    def answer(self, line: bytes) -> dict[str, Any]:
+    def answer(self, line: bytes) -> tuple[dict[str, Any], tuple[list[str], str | None] | None]:
+        """The answer to one request, and the sessions it wrote with the relay it came from (None when it wrote
+        nothing)."""
         try:
             request = json.loads(line)
             name = request["method"]
@@ -124,27 +160,43 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 raise ValueError(f"unknown operation {name!r}")
             if self.closing:
                 # Not applied: the relay may send it again to whoever holds the store next.
-                return {"error": {"kind": "HolderClosing", "message": "the holder is closing"}}
+                return {"error": {"kind": "HolderClosing", "message": "the holder is closing"}}, None
             params, _ = _SIGNATURES[name]
             kwargs = {key: params[key].validate_python(value) for key, value in request["kwargs"].items()}
             result = getattr(self.backend, name)(**kwargs)
-            return {"ok": to_jsonable_python(result)}
+            origin = request.get("origin")
+            written = None if name in _READS else (_written_keys(name, kwargs), origin)
+            return {"ok": to_jsonable_python(result)}, written
         except Exception as exc:  # every failure goes back to the relay that asked
-            return {"error": {"kind": type(exc).__name__, "message": str(exc)}}
+            return {"error": {"kind": type(exc).__name__, "message": str(exc)}}, None
+
+    def tell(self, session_keys: list[str], origin: str | None) -> None:
+        """A relay's write was applied: tell this process's watchers and the other watching relays."""
+        self.feed.push(session_keys, origin)
+        for watcher in list(self.watchers):
+            try:
+                watcher(session_keys)
+            except Exception:  # a watcher's failure must not cost the relay its connection
+                log.exception("a write watcher failed")
 
 
 class Holder:
     """Serves an open store to relays on the store's socket until closed."""
 
-    def __init__(self, backend: DuckDBSessionBackend, path: Path) -> None:
+    def __init__(self, backend: DuckDBSessionBackend, path: Path, watchers: list[WriteWatcher]) -> None:
         self.path = path
-        self._server = _SocketServer(path, backend)
+        self._server = _SocketServer(path, backend, watchers)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mcp-sessions-holder", daemon=True)
         self._thread.start()
+
+    def announce(self, session_keys: list[str]) -> None:
+        """Tell the watching relays of a write this process made."""
+        self._server.feed.push(session_keys, None)
 
     def stop_accepting(self) -> None:
         """Refuse new calls and connections; calls already running finish."""
         self._server.closing = True
+        self._server.feed.close()
         self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)
@@ -181,7 +233,25 @@ class SharedBackend(SessionBackend):
         self._lock = threading.Lock()
         self._connections = threading.local()
         self._closed = False
+        self._watchers: list[WriteWatcher] = []
+        # Names this process to the holder, so the writes it relays are not announced back to it.
+        self._origin = uuid.uuid4().hex
+        self._watch: Watch | None = None
         self._become_holder_or_relay()
+
+    def watch_relayed_writes(self, watcher: WriteWatcher) -> None:
+        """Call watcher with the session keys of each write another server sharing the store made: relayed to
+        this one while it holds the file, else announced by the holder (its own writes this process knows of)."""
+        self._watchers.append(watcher)
+        if self._local is None and self._watch is None:
+            self._watch = Watch(self._connect, self._origin, self._watchers, lambda: self._local is not None)
+
+    def announce_writes(self, session_keys: list[str]) -> None:
+        """This process's tools wrote these sessions: while holding the file, tell the watching relays (a relay's
+        writes reach the holder, which tells the others)."""
+        holder = self._holder
+        if holder is not None:
+            holder.announce(session_keys)
 
     @property
     def holds_file(self) -> bool:
@@ -197,7 +267,7 @@ class SharedBackend(SessionBackend):
             return False
         self._local = store
         if not self._read_only_file:
-            self._holder = Holder(store, self._socket)
+            self._holder = Holder(store, self._socket, self._watchers)
         log.info("holding %s; serving other servers on %s", self.path, self._socket)
         return True
 
@@ -245,7 +315,8 @@ class SharedBackend(SessionBackend):
             channel[0].close()
 
     def _relay(self, name: str, kwargs: dict[str, Any]) -> Any:
-        request = json.dumps({"method": name, "kwargs": to_jsonable_python(kwargs)}, ensure_ascii=False).encode()
+        body = {"method": name, "kwargs": to_jsonable_python(kwargs), "origin": self._origin}
+        request = json.dumps(body, ensure_ascii=False).encode()
         sent = False
         try:
             conn, reader = self._channel()
@@ -289,6 +360,8 @@ class SharedBackend(SessionBackend):
         """Stop serving relays, then close the store (or the connections to its holder)."""
         with self._lock:
             self._closed = True
+            if self._watch is not None:
+                self._watch.stop()
             if self._holder is not None:
                 self._holder.stop_accepting()
             if self._local is not None:
@@ -379,6 +452,9 @@ class SharedBackend(SessionBackend):
         self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
     ) -> list[MessageHit]:
         return self._call("search_messages", {"query": query, "limit": limit, "filters": filters})
+
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        return self._call("search_messages_page", {"search": search})
 
     def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
         """Append many messages in one transaction of the holder's; return how many (see DuckDBSessionBackend)."""

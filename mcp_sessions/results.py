@@ -151,6 +151,10 @@ class ListStuckSessionsResult(BaseModel):
 
 
 class SearchMessagesResult(BaseModel):
-    """Matching messages, best first."""
+    """Matching messages, best first; next_cursor pages on (null when no hit follows)."""
 
     hits: list[MessageHit]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor for the hits after these; null when no further hit exists."
+    )
+    truncated: bool = Field(default=False, description="Whether the max_chars budget left out or cut anything.")

@@ -9,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from .backend import SessionBackend
 from .models import (
-    SEARCH_MESSAGES_LIMIT_DEFAULT,
     ChatMessage,
     InvalidArgument,
-    MessageFilters,
-    MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
@@ -196,10 +195,8 @@ class ScopedBackend(SessionBackend):
             return MessagePage(messages=[], total=0)
         return self.inner.load_page(session_key, offset, limit)
 
-    def search_messages(
-        self, query: str, limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT, filters: MessageFilters | None = None
-    ) -> list[MessageHit]:
-        wanted = filters or MessageFilters()
-        if not self._narrow(wanted.agent_alias):
-            return []
-        return self.inner.search_messages(query, limit, wanted.model_copy(update={"agent_alias": self.agent_alias}))
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        if not self._narrow(search.filters.agent_alias):
+            return MessageSearchPage(hits=[])
+        filters = search.filters.model_copy(update={"agent_alias": self.agent_alias})
+        return self.inner.search_messages_page(search.model_copy(update={"filters": filters}))

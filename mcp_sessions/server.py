@@ -20,11 +20,16 @@ from .backend import SessionBackend
 from .errors import StoreError
 from .models import (
     AgentAlias,
+    ChannelId,
     ChatMessage,
+    ContextSize,
+    ExcludeSessionKeys,
     InvalidArgument,
     ListLimit,
     LoadLimit,
+    MaxChars,
     MessageFilters,
+    MessageSearch,
     Name,
     Offset,
     Role,
@@ -39,6 +44,7 @@ from .models import (
     TurnId,
     Until,
 )
+from .recall import read_cursor, write_cursor
 from .resources import add_resources
 from .results import (
     AppendResult,
@@ -224,17 +230,43 @@ def build_server(backend: SessionBackend, *, read_only: bool = False) -> MCPServ
         role: Role | None = None,
         since: Annotated[Since, _TimeSchema] = None,
         until: Annotated[Until, _TimeSchema] = None,
+        context: ContextSize = 0,
+        exclude_session_keys: ExcludeSessionKeys | None = None,
+        channel_id: ChannelId | None = None,
+        max_chars: MaxChars | None = None,
+        cursor: str | None = None,
     ) -> SearchMessagesResult:
         """Recall past conversations: find the messages that match any of the words in query, across every
-        session or filtered by session_key, agent_alias, role and an inclusive since/until time window
-        (ISO 8601; a date alone is midnight UTC). Matching ignores case and accents and matches word stems,
-        code identifiers and their parts, numbers and versions; any text is a valid query.
-        Returns {hits: [{session_key, index, role, snippet, created_at, score}]}, best (highest score) first,
-        at most limit (default 20, at most 200). To read the conversation around a hit, call load with its
-        session_key and an offset a few messages before its index."""
-        filters = MessageFilters(session_key=session_key, agent_alias=agent_alias, role=role, since=since, until=until)
-        hits = backend.search_messages(query, limit, filters)
-        return SearchMessagesResult(hits=hits)
+        session or filtered by session_key, agent_alias, role, channel_id and an inclusive since/until time
+        window (ISO 8601; a date alone is midnight UTC); exclude_session_keys leaves out sessions (up to 100,
+        such as the conversation you are in). Matching ignores case and accents and matches word stems, code
+        identifiers and their parts, numbers and versions; any text is a valid query.
+        context (0-20) adds up to that many messages before and after each hit (context_before,
+        context_after: {role, content, created_at, index}, oldest first), so one call reads the turns around
+        a hit. max_chars (200-1,000,000) caps the characters of snippets plus context: hits come best first
+        while they fit, a context message cut to fit says truncated: true, and the result's truncated says
+        something was left out. Returns {hits: [{session_key, index, role, snippet, created_at, score,
+        matched_terms, context_before, context_after}], next_cursor, truncated}, best first, at most limit
+        (default 20, at most 200); pass next_cursor back as cursor, with the same query and filters, for the
+        hits that follow (null when none do). To read further around a hit, call load with its session_key and
+        an offset a few messages before its index."""
+        filters = MessageFilters(
+            session_key=session_key,
+            agent_alias=agent_alias,
+            role=role,
+            since=since,
+            until=until,
+            # A set of keys: its order and repeats change neither the hits nor what a cursor is bound to.
+            exclude_session_keys=tuple(sorted(set(exclude_session_keys or ()))),
+            channel_id=channel_id,
+        )
+        offset = 0 if cursor is None else read_cursor(cursor, query, filters)
+        search = MessageSearch(
+            query=query, limit=limit, filters=filters, context=context, max_chars=max_chars, offset=offset
+        )
+        page = backend.search_messages_page(search)
+        after = None if page.next_offset is None else write_cursor(query, filters, page.next_offset)
+        return SearchMessagesResult(hits=page.hits, next_cursor=after, truncated=page.truncated)
 
     operations = [
         load,

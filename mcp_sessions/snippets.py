@@ -7,13 +7,13 @@ from .terms import Analyzer
 SNIPPET_CHARS = 300
 
 
-def make_snippet(content: str, terms: set[str], analyzer: Analyzer) -> str:
-    """At most SNIPPET_CHARS of content around its first matching word, cut at spaces where it can."""
-    if len(content) <= SNIPPET_CHARS:
+def make_snippet(content: str, terms: set[str], analyzer: Analyzer, chars: int = SNIPPET_CHARS) -> str:
+    """At most chars of content around its first matching word, cut at spaces where it can."""
+    if len(content) <= chars:
         return content
     span = analyzer.first_match(content, terms) or (0, 0)
-    start = max(0, min(span[0] - SNIPPET_CHARS // 3, len(content) - SNIPPET_CHARS))
-    end = start + SNIPPET_CHARS
+    start = max(0, min(span[0] - chars // 3, len(content) - chars))
+    end = start + chars
     if start > 0:
         space = content.find(" ", start, span[0])
         if space != -1 and space + 1 < span[0]:

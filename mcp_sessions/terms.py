@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 # update_last is one token. Everything else, control characters included, separates tokens.
 _TOKEN = re.compile(r"\w+(?:\.\w+)*")
 _PART_SPLIT = re.compile(r"[._]+")
-# camelCase and HTTPServer boundaries: a lower/digit before an upper, or an upper before upper+lower.
-_CAMEL = re.compile(r"(?<=[^\W_A-Z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 # Scripts written without spaces between words: indexed as single characters and bigrams,
 # so any substring of the text finds it.
@@ -158,7 +156,7 @@ class Analyzer:
             yield run[i : i + 2], None
 
     def _word_terms(self, word: str) -> Iterator[tuple[str, str | None]]:
-        parts = [p for piece in _PART_SPLIT.split(word) for p in _CAMEL.split(piece) if p]
+        parts = [p for piece in _PART_SPLIT.split(word) for p in _camel_split(piece) if p]
         if len(parts) > 1:
             yield _fold(word.casefold()), None
         for part in parts:
@@ -181,6 +179,19 @@ class Analyzer:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""
         return list(dict.fromkeys(self._terms(text, query=True)))[:MAX_QUERY_TERMS]
 
+    def query_words(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
+        """The query's words as written, each with the terms it searches for, in order, repeats dropped; words
+        with no searchable term (or only terms past MAX_QUERY_TERMS) are left out."""
+        token_lists, terms_of = self._tokens_many([text], query=True)
+        searched = set(self.query_terms(text))
+        words: dict[str, tuple[str, ...]] = {}
+        for token in token_lists[0]:
+            if token not in words:
+                terms = tuple(t for t in terms_of(token) if t in searched)
+                if terms:
+                    words[token] = terms
+        return list(words.items())
+
     def first_match(self, text: str, terms: set[str]) -> tuple[int, int] | None:
         """Span of the first token of text that yields one of terms."""
         for match in _TOKEN.finditer(text):
@@ -195,6 +206,23 @@ class Analyzer:
                     return match.start() + at, match.start() + at + length
                 return match.span()
         return None
+
+
+def _camel_split(piece: str) -> list[str]:
+    """camelCase and HTTPServer parts: a boundary falls where a letter or digit that is not upper case meets an
+    upper-case letter, or an upper-case letter meets an upper then a lower one. Cases are Unicode's, so RÉSUMÉ
+    and ÉtéBrûlant split as written, not where ASCII ends."""
+    cuts = [0]
+    for i in range(1, len(piece)):
+        prev, ch = piece[i - 1], piece[i]
+        if not ch.isupper():
+            continue
+        if (prev.isalnum() and not prev.isupper()) or (
+            prev.isupper() and i + 1 < len(piece) and piece[i + 1].islower()
+        ):
+            cuts.append(i)
+    cuts.append(len(piece))
+    return [piece[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def _fold(word: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import subprocess
 import sys
@@ -190,15 +191,25 @@ def error_text(result: CallToolResult) -> str:
     return text.text
 
 
+def named(name: str, body: str) -> bool:
+    """The name stands as a word of its own (or a dotted path's part): "key" is not named by "session_key"."""
+    return re.search(rf"(?<![\w]){re.escape(name.lower())}(?![\w])", body) is not None
+
+
 def assert_names_an_argument(tool: str, arguments: dict[str, Any], schema: dict[str, Any], text: str) -> None:
     # The SDK's prefix names the tool, whose name holds argument-like words (get_session_state): skip it.
     body = text.removeprefix(f"Error executing tool {tool}").lower()
-    names = set(schema.get("properties", {})) | set(arguments)
-    for sub in FIELDS.values():
-        names |= set(sub)
+    properties = set(schema.get("properties", {}))
+    missing = set(schema.get("required", [])) - set(arguments)
+    # What this call can have got wrong: an argument it sent, one it left out that is required, or a field
+    # inside an object argument it sent. A schema property it neither sent nor needed is never to blame.
+    blamable = set(arguments) | missing
+    for name, value in arguments.items():
+        if name in properties and isinstance(value, dict):
+            blamable |= set(FIELDS.get(name, ())) | set(value)
     # An extra argument named "" can only be called extra.
     unnamed = "" in arguments and "extra inputs are not permitted" in body
-    assert unnamed or any(name.lower() in body for name in names if name), (tool, arguments, text)
+    assert unnamed or any(named(name, body) for name in blamable if name), (tool, arguments, text)
 
 
 def assert_consistent(wire: Wire) -> None:
@@ -250,6 +261,50 @@ def test_hostile_arguments_give_a_result_or_a_tool_error_naming_the_argument(wir
         assert isinstance(result["structuredContent"], dict)
         assert json.loads(text) == result["structuredContent"]
     assert_consistent(wire)
+
+
+# A valid value for every required argument, so that one argument at a time can be made hostile.
+VALID = {
+    "session_key": "valid",
+    "message": {"role": "user", "content": "hello"},
+    "ttl_hours": 1,
+    "threshold_secs": 60,
+    "name": "a name",
+    "agent_alias": "an-agent",
+    "context": {"channel_id": "c"},
+    "state": "idle",
+}
+VALID_QUERY = {"search": {"keyword": "hello", "limit": 5}, "search_messages": "hello"}
+# The pairs are read from schemas/ (a test checks those files against the server); the calls use the server's own.
+SCHEMAS = Path(__file__).parent.parent / "schemas"
+ONE_BAD = [
+    (tool, name)
+    for tool in TOOL_NAMES
+    for name in json.loads((SCHEMAS / f"{tool}.input.json").read_text()).get("properties", {})
+]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@pytest.mark.parametrize(("tool", "argument"), ONE_BAD)
+@given(data=st.data())
+def test_one_hostile_argument_is_the_one_the_error_names(
+    wire: Wire, tool: str, argument: str, data: st.DataObject
+) -> None:
+    """With every other argument valid, an error must blame the argument made hostile, not just any it was sent."""
+    schema = wire.schemas[tool]
+    arguments = {name: VALID_QUERY[tool] if name == "query" else VALID[name] for name in schema.get("required", [])}
+    arguments[argument] = data.draw(value_for(argument), label=argument)
+    result = wire.call(tool, arguments)
+    if result is None or not result.get("isError"):
+        return
+    body = result["content"][0]["text"].removeprefix(f"Error executing tool {tool}").lower()
+    # Pydantic echoes the value sent, which may hold any word: only its own words count.
+    body = re.sub(r"input_value=.*?, input_type=", "", body, flags=re.DOTALL)
+    assert named(argument, body), (tool, arguments, body)
+    others = [name for name in arguments if name != argument and named(name, body)]
+    assert not others or any(named(name, body) for name in FIELDS.get(argument, ())), (tool, arguments, body)
 
 
 @pytest.mark.parametrize("argument", ["since", "until"])

@@ -13,8 +13,9 @@ import pytest
 
 from mcp_sessions.cli import main
 from mcp_sessions.export_files import export_file_name
-from mcp_sessions.import_jsonl import IMPORT_BATCH
-from mcp_sessions.models import ChatMessage, MessageFilters
+from mcp_sessions.importers.run import IMPORT_BATCH
+from mcp_sessions.models import ChatMessage, MessageFilters, SessionContext
+from mcp_sessions.store.bulk import BulkImport
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 
@@ -229,31 +230,36 @@ def test_a_deleted_session_can_be_imported_again(
         assert [m.content for m in store.load("k")] == ["one"]
 
 
-def test_an_import_spanning_batches_resumes_after_the_last_committed_batch(
+def test_an_interrupted_import_keeps_the_files_it_committed_and_resumes_after_them(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    total = IMPORT_BATCH + 10
-    source = write_jsonl(tmp_path / "big.jsonl", *(msg(f"message {i}") for i in range(total)))
+    # A transaction ends after the file that fills a batch: the first file is one, the second another.
+    folder = tmp_path / "runtime"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", *(msg(f"message {i}") for i in range(IMPORT_BATCH)))
+    write_jsonl(folder / "b.jsonl", *(msg(f"later {i}") for i in range(10)))
     calls = 0
-    original = DuckDBSessionBackend.append_many
+    original = BulkImport.finish
 
-    def fail_second_batch(self: DuckDBSessionBackend, *args: object, **kwargs: object) -> int:
+    def fail_second_transaction(self: BulkImport) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise KeyboardInterrupt  # the user gave up half-way
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+        return original(self)
 
-    monkeypatch.setattr(DuckDBSessionBackend, "append_many", fail_second_batch)
+    monkeypatch.setattr(BulkImport, "finish", fail_second_transaction)
     with pytest.raises(KeyboardInterrupt):
-        main(["import", "--db", db_path, str(source)])
-    monkeypatch.setattr(DuckDBSessionBackend, "append_many", original)
+        main(["import", "--db", db_path, str(folder)])
+    monkeypatch.setattr(BulkImport, "finish", original)
     with DuckDBSessionBackend(db_path) as store:
-        assert store.load_page("big").total == IMPORT_BATCH
-    code, _, err = run(capsys, "import", "--db", db_path, str(source))
-    assert code == 0 and "imported 10 messages" in err
+        assert store.load_page("a").total == IMPORT_BATCH
+        assert store.get_session_metadata("b") is None
+    code, _, err = run(capsys, "import", "--db", db_path, str(folder))
+    assert code == 0 and "imported 10 messages" in err and "1 file already imported" in err
     with DuckDBSessionBackend(db_path) as store:
-        assert [m.content for m in store.load("big")] == [f"message {i}" for i in range(total)]
+        assert [m.content for m in store.load("b")] == [f"later {i}" for i in range(10)]
+        assert store.load_page("a").total == IMPORT_BATCH
 
 
 def test_import_of_a_missing_source_or_a_bad_key_fails(
@@ -408,3 +414,44 @@ def test_import_of_100k_messages_shows_progress_and_is_searchable(tmp_path: Path
         assert sum(m.message_count for m in store.list_sessions_with_metadata()) == 100_000
         hits = store.search_messages("budget", limit=5, filters=MessageFilters(session_key="session-009"))
         assert hits and all(h.session_key == "session-009" for h in hits)
+
+
+def test_search_prints_each_hits_neighbours_under_it(capsys: pytest.CaptureFixture[str], store_db: str) -> None:
+    code, out, _ = run(capsys, "search", "decided", "--context", "1", "--db", store_db)
+    assert code == 0
+    rows = out.splitlines()[2:]
+    assert rows[0].split()[:2] == ["design", "2"]
+    assert rows[1].split()[0] == "1" and "· Yes: one connection" in rows[1]
+    assert len(rows) == 2
+    code, out, _ = run(capsys, "search", "decided", "-C", "2", "--json", "--db", store_db)
+    (hit,) = [json.loads(line) for line in out.splitlines()]
+    assert [m["index"] for m in hit["context_before"]] == [0, 1] and hit["context_after"] == []
+
+
+def test_search_exclude_and_channel_narrow_the_hits(capsys: pytest.CaptureFixture[str], store_db: str) -> None:
+    with DuckDBSessionBackend(store_db) as store:
+        store.append("ops", ChatMessage(role="user", content="the cursor leaks"))
+        store.set_session_context("ops", SessionContext(channel_id="ops"))
+    code, out, _ = run(capsys, "search", "cursor", "--json", "--exclude", "design", "--db", store_db)
+    assert {json.loads(line)["session_key"] for line in out.splitlines()} == {"ops"}
+    code, out, _ = run(capsys, "search", "cursor", "--json", "--channel", "ops", "--db", store_db)
+    assert {json.loads(line)["session_key"] for line in out.splitlines()} == {"ops"}
+    code, out, _ = run(
+        capsys, "search", "cursor", "--json", "--exclude", "ops", "--exclude", "design", "--db", store_db
+    )
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--context", "21"], "between 0 and 20"),
+        (["--exclude", " "], "--exclude must not be empty"),
+        (["--channel", "a\x01"], "--channel must not contain control"),
+    ],
+)
+def test_search_with_bad_recall_flags_names_the_flag(
+    capsys: pytest.CaptureFixture[str], store_db: str, flags: list[str], words: str
+) -> None:
+    code, _, err = run(capsys, "search", "cursor", *flags, "--db", store_db)
+    assert code == 2 and words in err

@@ -154,3 +154,93 @@ def _msg(content: str) -> Any:
     from mcp_sessions.models import ChatMessage
 
     return ChatMessage(role="user", content=content)
+
+
+class _Updates:
+    """notifications/resources/updated as a client on protocol 2025-11-25 receives them."""
+
+    def __init__(self) -> None:
+        self.uris: list[str] = []
+        self.arrived = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            self.uris.append(str(message.params.uri))
+            self.arrived.set()
+
+    async def wait_for(self, uri: str, seconds: float = 10.0) -> None:
+        with anyio.fail_after(seconds):
+            while uri not in self.uris:
+                self.arrived = anyio.Event()
+                await self.arrived.wait()
+
+
+async def _subscribe(client: Client, uri: str, *, off: bool = False) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated as of 2026-07-28, which is the point: older clients use it
+        if off:
+            await client.unsubscribe_resource(uri)
+        else:
+            await client.subscribe_resource(uri)
+
+
+async def test_clients_on_2025_11_25_subscribe_to_a_session_and_hear_every_write_relayed_ones_too(
+    tmp_path: Any,
+) -> None:
+    db = str(tmp_path / "s.duckdb")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_sessions", "--db", db])
+    updates = _Updates()
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy", message_handler=updates) as holder:
+            assert holder.protocol_version == "2025-11-25"
+            capabilities = holder.session.server_capabilities
+            assert capabilities is not None and capabilities.resources is not None
+            assert capabilities.resources.subscribe is True
+            await _subscribe(holder, session_uri("watched"))
+            await append(holder, "watched", "first")
+            await updates.wait_for(session_uri("watched"))
+            updates.uris.clear()
+            await append(holder, "other", "not subscribed")
+            await holder.call_tool("load", {"session_key": "watched"})
+            await anyio.sleep(0.5)
+            assert session_uri("watched") not in updates.uris, updates.uris  # reads and other sessions say nothing
+            # A second server on the same file relays its writes to this one, which holds the file.
+            async with Client(params, mode="legacy") as relay:
+                await append(relay, "watched", "written through the relay")
+                await updates.wait_for(session_uri("watched"))
+                updates.uris.clear()
+                await relay.call_tool("update_last", {"session_key": "watched", "message": message("again")})
+                await updates.wait_for(session_uri("watched"))
+            await _subscribe(holder, session_uri("watched"), off=True)
+            updates.uris.clear()
+            await append(holder, "watched", "after unsubscribing")
+            await anyio.sleep(0.5)
+            assert session_uri("watched") not in updates.uris
+
+
+async def test_subscribing_to_a_uri_that_is_no_session_is_refused(backend: DuckDBSessionBackend) -> None:
+    async with Client(build_server(backend), mode="legacy") as client:
+        with pytest.raises(MCPError, match="session://"):
+            await _subscribe(client, "file:///etc/passwd")
+
+
+async def test_a_subscriber_on_a_relaying_server_hears_writes_made_through_the_holder(tmp_path: Any) -> None:
+    db = str(tmp_path / "s.duckdb")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_sessions", "--db", db])
+    updates = _Updates()
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy") as holder:
+            await append(holder, "watched", "the holder's first")
+            async with Client(params, mode="legacy", message_handler=updates) as relay:
+                await _subscribe(relay, session_uri("watched"))
+                await append(holder, "watched", "written by the holder")
+                await updates.wait_for(session_uri("watched"))
+                updates.uris.clear()
+                await append(holder, "unwatched", "another session")
+                await anyio.sleep(0.5)
+                assert session_uri("watched") not in updates.uris
+                async with Client(params, mode="legacy") as third:
+                    await third.call_tool("remove_last", {"session_key": "watched"})
+                    await updates.wait_for(session_uri("watched"))

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery
+from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery, is_blank
 from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
@@ -413,7 +413,7 @@ def test_query_with_no_searchable_word_finds_nothing(backend: DuckDBSessionBacke
     backend.append("k", msg("* 😀 🎉 🚀 !!! --- ... ¿?"))
     backend.append("k", msg("plain words"))
     assert backend.search_messages(query) == []
-    if query.strip():
+    if not is_blank(query):  # spaces and control characters alone list recent sessions (see test_recall.py)
         assert backend.search(SessionQuery(keyword=query)) == []
 
 

@@ -65,6 +65,19 @@ def test_case_is_folded(analyzer: Analyzer) -> None:
 
 
 @pytest.mark.parametrize(
+    ("upper", "lower"), [("RÉSUMÉ", "résumé"), ("ÉTÉ", "été"), ("ÇA", "ça"), ("ΆΛΦΑ", "άλφα"), ("ЁЛКА", "ёлка")]
+)
+def test_upper_case_accented_words_analyze_like_lower_case(analyzer: Analyzer, upper: str, lower: str) -> None:
+    assert analyzer.document_terms(upper) == analyzer.document_terms(lower)
+    assert analyzer.query_terms(upper) == analyzer.query_terms(lower)
+
+
+@pytest.mark.parametrize(("text", "part"), [("ÉtéBrûlant", "brulant"), ("getÉtat", "etat"), ("parseДанные", "данные")])
+def test_camel_case_boundaries_are_unicode_aware(analyzer: Analyzer, text: str, part: str) -> None:
+    assert set(analyzer.query_terms(part)) <= set(analyzer.document_terms(text))
+
+
+@pytest.mark.parametrize(
     ("accented", "plain"), [("café", "cafe"), ("naïve", "naive"), ("Ünïcödé", "unicode"), ("άλφα", "αλφα")]
 )
 def test_accents_are_folded(analyzer: Analyzer, accented: str, plain: str) -> None:

@@ -99,6 +99,8 @@ class Connection:
             db.execute("SET checkpoint_threshold = '1TB'")
         if not self.memory:
             db.execute(f"SET memory_limit = '{self.tuning.memory_limit}'")
+        # DuckDB draws a bar on stderr for a long statement (opening after a big import, a merge): ours say more.
+        db.execute("SET enable_progress_bar = false")
         return db
 
     def cursor(self) -> Cursor:

@@ -11,36 +11,37 @@ from ..backend import SessionBackend
 from ..errors import StoreReadOnly
 from ..models import (
     DEFAULT_MAX_CONTENT_BYTES,
-    SEARCH_MESSAGES_LIMIT_DEFAULT,
     ChatMessage,
-    MessageFilters,
-    MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
     SessionState,
     TimestampedMessage,
+    is_blank,
 )
-from ..snippets import make_snippet
+from ..recall import Candidate, assemble
 from ..terms import Analyzer
 from .connection import Connection
 from .engine_errors import engine_errors
-from .imports import ImportMark, export_messages, import_marks
+from .imports import ImportMark
 from .live_index import LiveIndex
 from .migrations import migrate, pending
 from .pages import Slot, load_page
-from .search import fetch_messages, score_messages, score_sessions
+from .search import fetch_messages, fetch_neighbours, score_messages, score_sessions
 from .session_view import ANSWERED_BY_VIEW, COLUMNS, SessionRow, SessionView, utc
 from .settings import Tuning
 from .sql import MAX_HOURS, MAX_ROWS, META, POS, Cursor, ago, first, meta, now, or_null, rows, session_range
 from .tails import Tails
+from .transfer import Transfers
 from .writes import SLOTS_MAX, Writer
 
 __all__ = ["DuckDBSessionBackend", "ImportMark", "Tuning"]
 
 
-class DuckDBSessionBackend(SessionBackend):
+class DuckDBSessionBackend(Transfers, SessionBackend):
     """Sessions, messages and a live inverted index in one DuckDB file; safe to call from many threads."""
 
     @engine_errors
@@ -69,8 +70,7 @@ class DuckDBSessionBackend(SessionBackend):
         # session id -> key, for search hits (see _session_keys).
         self._keys: dict[int, str] = {}
 
-    def _load_view(self) -> SessionView | None:
-        """Every session row in memory, unless there are more than the tuning's session_view_max."""
+    def _load_view(self) -> SessionView | None:  # every row, unless more than the tuning's session_view_max
         limit = self.tuning.session_view_max
         found = rows(self._conn.db, f"SELECT {COLUMNS} FROM sessions LIMIT {int(limit) + 1}") if limit > 0 else []
         return SessionView(found) if limit > 0 and len(found) <= limit else None
@@ -128,8 +128,10 @@ class DuckDBSessionBackend(SessionBackend):
     def load(self, session_key: str) -> list[ChatMessage]:
         return [ChatMessage(role=m.role, content=m.content) for m in self.load_page(session_key).messages]
 
+    @engine_errors
     def append(self, session_key: str, message: ChatMessage) -> int:
-        return self._append([(session_key, message)])[session_key]
+        self.check_message(message)
+        return self._writer.append_one(session_key, message)
 
     @engine_errors
     def remove_last(self, session_key: str) -> bool:
@@ -283,10 +285,9 @@ class DuckDBSessionBackend(SessionBackend):
 
     @engine_errors
     def search(self, query: SessionQuery, agent_alias: str | None = None) -> list[SessionMetadata]:
-        keyword = (query.keyword or "").strip()
-        if not keyword:
+        if is_blank(query.keyword):
             return self.list_sessions_with_metadata(limit=query.limit, agent_alias=agent_alias)
-        terms = self._analyzer.query_terms(keyword)
+        terms = self._analyzer.query_terms(query.keyword or "")
         if not terms:
             return []
         cur, best = self._index.run_search(
@@ -446,36 +447,35 @@ class DuckDBSessionBackend(SessionBackend):
         return page
 
     @engine_errors
-    def search_messages(
-        self,
-        query: str,
-        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
-        filters: MessageFilters | None = None,
-    ) -> list[MessageHit]:
-        terms = self._analyzer.query_terms(query)
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        terms = self._analyzer.query_terms(search.query)
         if not terms:
-            return []
-        wanted = filters or MessageFilters()
-        cur, ranked = self._index.run_search(lambda cur, corpus: score_messages(cur, terms, corpus, wanted, limit))
-        found = fetch_messages(cur, [message_id for message_id, _, _ in ranked])
-        keys = self._session_keys(cur, (row[4] for row in found.values()))
-        matched = set(terms)
-        hits: list[MessageHit] = []
-        for message_id, _, score in ranked:
+            return MessageSearchPage(hits=[])
+        stop = None if search.limit is None else search.offset + search.limit
+        # One more than the page holds tells whether a next page exists.
+        want = None if stop is None else stop + 1
+        cur, ranked = self._index.run_search(
+            lambda cur, corpus: score_messages(cur, terms, corpus, search.filters, want)
+        )
+        more = stop is not None and len(ranked) > stop
+        page = ranked[search.offset : stop]
+        if search.context:
+            with self._conn.read() as cur:  # hits and neighbours from one snapshot
+                found = fetch_messages(cur, [message_id for message_id, _, _ in page])
+                neighbours = fetch_neighbours(cur, list(found.values()), search.context)
+                keys = self._session_keys(cur, (row[4] for row in found.values()))
+        else:
+            found = fetch_messages(cur, [message_id for message_id, _, _ in page])
+            neighbours = {}
+            keys = self._session_keys(cur, (row[4] for row in found.values()))
+        candidates: list[Candidate] = []
+        for message_id, _, score in page:
             if message_id not in found or found[message_id][4] not in keys:
                 continue  # removed since it was scored
             idx, role, content, created_at, session_id = found[message_id]
-            hits.append(
-                MessageHit(
-                    session_key=keys[session_id],
-                    index=idx,
-                    role=role,
-                    snippet=make_snippet(content, matched, self._analyzer),
-                    created_at=created_at,
-                    score=score,
-                )
-            )
-        return hits
+            around = neighbours.get(session_id * POS + idx, ())
+            candidates.append(Candidate(keys[session_id], idx, role, content, created_at, score, around))
+        return assemble(search, candidates, more, self._analyzer)
 
     def _session_keys(self, cur: Cursor, ids: Iterable[int]) -> dict[int, str]:
         """Keys of these session ids. A session's id and key never change and ids are never reused: kept."""
@@ -486,13 +486,3 @@ class DuckDBSessionBackend(SessionBackend):
                 self._keys.clear()
             self._keys.update(found)
         return self._keys
-
-    @engine_errors
-    def import_marks(self, session_key: str) -> list[ImportMark]:
-        """What earlier imports into this session read: one mark per file prefix, shortest first."""
-        return import_marks(self._conn.cursor(), session_key)
-
-    @engine_errors
-    def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
-        """Write every message to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
-        return export_messages(self._conn, path, format)

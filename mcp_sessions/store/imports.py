@@ -25,17 +25,19 @@ class ImportMark:
     replaces: str | None = None
 
 
-def import_marks(cur: Cursor, session_key: str) -> list[ImportMark]:
-    """What earlier imports into this session read: one mark per file prefix, shortest first.
+def import_marks(cur: Cursor) -> dict[str, list[ImportMark]]:
+    """What earlier imports read, by session key: one mark per source prefix, shortest first.
 
-    Marks from before the session was last created (it was deleted since) no longer count."""
-    rows = cur.execute(
-        "SELECT i.session_key, i.bytes, i.lines, i.sha256 FROM _imports AS i JOIN sessions AS s"
-        " ON s.key = i.session_key WHERE i.session_key = ? AND i.imported_at >= s.created_at"
-        " ORDER BY i.bytes",
-        [session_key],
+    Marks from before a session was last created (it was deleted since) no longer count."""
+    found = cur.execute(
+        "SELECT i.session_key, i.bytes, i.lines, i.sha256, i.source FROM _imports AS i JOIN sessions AS s"
+        " ON s.key = i.session_key WHERE i.imported_at >= s.created_at"
+        " ORDER BY i.session_key, i.bytes, i.lines"
     ).fetchall()
-    return [ImportMark(session_key=r[0], bytes=r[1], lines=r[2], sha256=r[3]) for r in rows]
+    marks: dict[str, list[ImportMark]] = {}
+    for key, size, lines, sha256, source in found:
+        marks.setdefault(key, []).append(ImportMark(key, size, lines, sha256, source))
+    return marks
 
 
 def record_imports(cur: Cursor, marks: Sequence[ImportMark], now: str) -> None:

@@ -13,8 +13,8 @@ import duckdb
 from ..errors import StoreReadOnly
 from .connection import Connection
 from .params import rows_param, rows_sql
-from .postings import parse_terms_text, unnested_sql
-from .search import Corpus
+from .postings import unnested_sql
+from .search import Corpus, recent_ids_sql
 from .sql import Cursor, first, rows
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,15 @@ class LiveIndex:
         dead = [r[0] for r in rows(db, f"SELECT message_id FROM _dead_messages LIMIT {_DEAD_IDS_MAX + 1}")]
         self._any_dead = bool(dead)
         self._dead_ids: set[int] | None = set(dead) if len(dead) <= _DEAD_IDS_MAX else None
-        self._recent_terms: set[int] = set()
-        for (text,) in rows(db, "SELECT terms FROM messages WHERE id > ?", [self.merged_upto]):
-            self._recent_terms |= parse_terms_text(text)
+        # In SQL: after a bulk import (which leaves its merge to later writes) these are millions of rows.
+        self._recent_terms: set[int] = {
+            row[0]
+            for row in rows(
+                db,
+                "SELECT DISTINCT CAST(split_part(p, ':', 1) AS BIGINT) FROM (SELECT unnest(string_split(terms, ' '))"
+                f" AS p FROM messages WHERE {recent_ids_sql(self.merged_upto)}) WHERE p <> ''",
+            )
+        }
         # Message count and term total, for BM25: read once, then kept up to date by the writes.
         self._stats: list[int] | None = None
         self._stats_lock = threading.Lock()
@@ -102,8 +108,8 @@ class LiveIndex:
 
     # Merges.
 
-    def wants_merge(self) -> bool:
-        return self.last_id - self.merged_upto >= self.tuning.merge_messages
+    def wants_merge(self, at_least: int | None = None) -> bool:
+        return self.last_id - self.merged_upto >= (at_least or self.tuning.merge_messages)
 
     def merge_soon(self, cur: Cursor) -> None:
         """After a commit that left enough recent postings: merge them, on the merge thread or right here."""

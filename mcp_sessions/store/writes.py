@@ -3,6 +3,7 @@ and appends from one message (one call to DuckDB) to a bulk import (chunks inser
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import duckdb
@@ -45,6 +47,8 @@ _MESSAGE_COLUMNS = {
 }
 _MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
 _INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
+# Up to this many rows go as one INSERT ... VALUES (cheapest for a few); more as one JSON parameter.
+_VALUES_MAX = 64
 
 
 class Indexed(NamedTuple):
@@ -56,6 +60,19 @@ class Indexed(NamedTuple):
 
 # (session_id, idx, role, content, created_at, indexed) of a message to insert.
 Row = tuple[int, int, str, str, str | None, Indexed]
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """An append waiting for its group's commit, and then its outcome."""
+
+    key: str
+    message: ChatMessage
+    indexed: Indexed
+    tids: set[int]
+    done: bool = False
+    count: int = 0
+    error: BaseException | None = None
 
 
 class Writer:
@@ -78,6 +95,9 @@ class Writer:
         self._writes_since_check = 0
         self._insert_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # Single appends waiting for the writer (see append_one).
+        self._queue: list[_Waiting] = []
+        self._queue_lock = threading.Lock()
         # The most recently active sessions are the likely next reads and writes: know their slots.
         for key, session_id, count in rows(
             conn.db, "SELECT key, id, message_count FROM sessions ORDER BY last_activity DESC LIMIT ?", [SLOTS_MAX]
@@ -85,9 +105,10 @@ class Writer:
             self.slots[key] = Slot(session_id, count)
 
     @contextmanager
-    def transaction(self, *, begin: bool = True) -> Iterator[Cursor]:
+    def transaction(self, *, begin: bool = True, merge_after: int | None = None) -> Iterator[Cursor]:
         """One write transaction: all of it commits, or none of it. begin=False: the caller's first statement
-        begins it (a round trip less: see sql.BEGIN)."""
+        begins it (a round trip less: see sql.BEGIN). merge_after: recent messages that make a merge (default:
+        the tuning's merge_messages)."""
         if self.conn.read_only:
             raise StoreReadOnly(f"the store {self.conn.path} is open read-only: writes are refused")
         with self.conn.write_lock:
@@ -111,13 +132,13 @@ class Writer:
             for then in self._after_commit:
                 then()
             self.index.committed()
-            self._upkeep(cur)
+            self._upkeep(cur, merge_after)
 
-    def _upkeep(self, cur: Cursor) -> None:
+    def _upkeep(self, cur: Cursor, merge_after: int | None) -> None:
         """After a commit: merge recent postings when they pile up, checkpoint when the log grows."""
         self._writes_since_check += 1
         try:
-            if self.index.wants_merge():
+            if self.index.wants_merge(merge_after):
                 self.index.merge_soon(cur)
             # Every 64th write, or after a bulk write: its log may be big.
             if self._writes_since_check < 64 and not self.conn.memory_raised:
@@ -217,24 +238,28 @@ class Writer:
 
     def insert_messages(self, cur: Cursor, batch: Sequence[Row], before: str = "") -> list[tuple[int, int]]:
         """Insert the rows, each with its postings (see m004); return each one's (id, term count)."""
-        values: list[tuple[object, ...]] = []
-        for session_id, idx, role, content, created_at, indexed in batch:
-            values.append((self.index.next_id(), session_id, idx, role, content, created_at, indexed.dl, indexed.text))
-        if len(values) == 1:
-            pos = int(values[0][1]) * POS + int(values[0][2])  # type: ignore[call-overload]
-            # before: statements without parameters sent in the same call (DuckDB binds the last one's).
-            cur.execute(
-                f"{before}{_INSERT_MESSAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [pos, pos // PAGE_SIZE, *values[0]]
-            )
+        ids = [self.index.next_id() for _ in batch]
+        if len(batch) <= _VALUES_MAX:
+            # Our own ints written into the SQL, the texts and the time as parameters. before: statements
+            # without parameters sent in the same call (DuckDB binds the last one's).
+            tuples: list[str] = []
+            params: list[object] = []
+            for message_id, (session_id, idx, role, content, created_at, indexed) in zip(ids, batch, strict=True):
+                pos = int(session_id) * POS + int(idx)
+                keys = f"{pos}, {pos // PAGE_SIZE}, {int(message_id)}, {int(session_id)}, {int(idx)}"
+                tuples.append(f"({keys}, ?, ?, ?, {int(indexed.dl)}, ?)")
+                params += [role, content, created_at, indexed.text]
+            cur.execute(f"{before}{_INSERT_MESSAGE} VALUES {', '.join(tuples)}", params)
         else:
-            assert not before, "statements before an INSERT go with a single row"
+            assert not before, "statements before an INSERT go with a few rows only"
             keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
-            columns = list(zip(*values, strict=True))
+            flat = [(i, *row[:5], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
+            columns = zip(*flat, strict=True)
             cur.execute(
                 f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}",
                 [rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))],
             )
-        added = [(int(v[0]), int(v[6])) for v in values]  # type: ignore[call-overload]
+        added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
         return added
 
@@ -269,8 +294,52 @@ class Writer:
 
     # Appends.
 
-    def append(self, batch: list[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> dict[str, int]:
-        """Append the batch (checked) in one transaction; return each session's message count after it."""
+    def append_one(self, key: str, message: ChatMessage) -> int:
+        """One message (checked), from one of many calls at once; return the session's count with it.
+
+        Group commit: appends that queue while another holds the writer go into one transaction when their
+        turn comes, each returning once that commit is durable, so a commit's cost is shared among them.
+        """
+        indexed, tids = self.analyze([message.content])
+        waiting = _Waiting(key, message, indexed[0], tids)
+        with self._queue_lock:
+            self._queue.append(waiting)
+        with self.conn.write_lock:
+            if not waiting.done:  # else an earlier holder committed it with its own
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.count
+
+    def _commit_group(self, group: list[_Waiting]) -> None:
+        """One transaction for the group, in queue order; each is told its own count, or the failure."""
+        try:
+            batch = [(w.key, w.message) for w in group]
+            analyzed = [w.indexed for w in group], set().union(*(w.tids for w in group))
+            counts = self.append(batch, analyzed=analyzed)
+            # A session's count after the group, less its appends queued after each one.
+            later = Counter(w.key for w in group)
+            for w in group:
+                later[w.key] -= 1
+                w.count = counts[w.key] - later[w.key]
+        except BaseException as exc:
+            for w in group:
+                w.error = exc
+            raise
+        finally:
+            for w in group:
+                w.done = True
+
+    def append(
+        self,
+        batch: list[tuple[str, ChatMessage]],
+        marks: Sequence[ImportMark] = (),
+        analyzed: tuple[list[Indexed], set[int]] | None = None,
+    ) -> dict[str, int]:
+        """Append the batch (checked) in one transaction; return each session's message count after it.
+        analyzed: the batch's terms, when the caller has them (see analyze)."""
         if not batch:
             if marks:
                 with self.transaction() as cur:
@@ -281,9 +350,12 @@ class Writer:
         # each chunk's indexing (Python) overlapping the previous chunk's INSERT (DuckDB, off the GIL).
         chunk = self.tuning.insert_chunk
         bulk = len(batch) > chunk
-        indexed, tids = ([], set()) if bulk else self.analyze([message.content for _, message in batch])
-        if len(batch) == 1 and not marks:
-            fast = self._append_one(batch[0][0], batch[0][1], indexed[0], tids)
+        if analyzed is not None and not bulk:
+            indexed, tids = analyzed
+        else:
+            indexed, tids = ([], set()) if bulk else self.analyze([message.content for _, message in batch])
+        if not bulk and len(batch) <= _VALUES_MAX and not marks:
+            fast = self._append_known(batch, indexed, tids)
             if fast is not None:
                 return fast
         with self.transaction() as cur:
@@ -352,31 +424,45 @@ class Writer:
                 self.remember(key, Slot(session_id, count, *lasts[session_id]))
         return {key: count for key, (_, count) in places.items()}
 
-    def _append_one(self, key: str, message: ChatMessage, indexed: Indexed, tids: set[int]) -> dict[str, int] | None:
-        """The common write: one message to a session the writer knows, in one call to DuckDB and a commit.
-        None when the session is not known here (the caller takes the general way)."""
+    def _append_known(
+        self, batch: list[tuple[str, ChatMessage]], indexed: list[Indexed], tids: set[int]
+    ) -> dict[str, int] | None:
+        """The common write: a few messages to sessions the writer knows, in one call to DuckDB and a commit.
+        None when a session is not known here (the caller takes the general way)."""
         with self.conn.write_lock:
-            slot = self.slots.get(key)
-            if slot is None:
-                return None
+            slots: dict[str, Slot] = {}
+            for key, _ in batch:
+                slot = slots.get(key) or self.slots.get(key)
+                if slot is None:
+                    return None
+                slots[key] = slot
             with self.transaction(begin=False) as cur:
                 self.index.add_terms(tids)
                 at = now()
-                count = slot.count + 1
-                # Our own int and time written into the SQL; the message goes as parameters of the last statement.
-                update = (
-                    f"UPDATE sessions SET message_count = {int(count)}, last_activity = '{at}'"
+                counts = {key: slot.count for key, slot in slots.items()}
+                new_rows: list[Row] = []
+                added: dict[str, list[TimestampedMessage]] = {key: [] for key in slots}
+                for (key, message), one in zip(batch, indexed, strict=True):
+                    new_rows.append((slots[key].session_id, counts[key], message.role, message.content, at, one))
+                    added[key].append(
+                        TimestampedMessage(
+                            role=message.role, content=message.content, created_at=utc(at), index=counts[key]
+                        )
+                    )
+                    counts[key] += 1
+                # Our own ints and time written into the SQL; the messages go as parameters of the INSERT.
+                updates = "".join(
+                    f"UPDATE sessions SET message_count = {int(counts[key])}, last_activity = '{at}'"
                     f" WHERE id = {int(slot.session_id)}; "
+                    for key, slot in slots.items()
                 )
-                row = (slot.session_id, slot.count, message.role, message.content, at, indexed)
-                ((message_id, dl),) = self.insert_messages(cur, [row], before=BEGIN + update)
-                self.remember(key, Slot(slot.session_id, count, message_id, dl))
-                self.touched(key, message_count=count, last_activity=at)
-                added = [
-                    TimestampedMessage(role=message.role, content=message.content, created_at=utc(at), index=count - 1)
-                ]
-                self.after_commit(lambda: self.tails.appended(key, count, added))
-        return {key: count}
+                ids = self.insert_messages(cur, new_rows, before=BEGIN + updates)
+                lasts = {key: last for (key, _), last in zip(batch, ids, strict=True)}
+                for key, slot in slots.items():
+                    self.remember(key, Slot(slot.session_id, counts[key], *lasts[key]))
+                    self.touched(key, message_count=counts[key], last_activity=at)
+                    self.after_commit(functools.partial(self.tails.appended, key, counts[key], added[key]))
+        return counts
 
     @staticmethod
     def _add_counts(cur: Cursor, added: Counter[str], at: str) -> list[tuple[str, int, int]]:

@@ -1,0 +1,208 @@
+"""BulkImport: one import transaction fed message by message, each with its own time, sessions with their
+source's metadata; chunks are inserted on the writer's insert thread while the next one is indexed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import duckdb
+
+from ..errors import StoreFailure
+from ..imported import ImportedMessage, ImportedSession
+from .imports import ImportMark, record_imports
+from .params import rows_param, rows_sql
+from .session_view import COLUMNS
+from .sql import Cursor, now
+from .writes import Row, Writer
+
+_KEYS = rows_sql({"k": "VARCHAR"})
+# An import's transactions leave their postings in their rows: merged after each one, a folder of small files
+# would make a scattered run per file (and soon call for optimize()); the import merges once, at its end.
+_NO_MERGE = 1 << 62
+_METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
+_TIMES = ("turn_started_at",)
+_TOTALS = rows_sql(
+    {
+        "sid": "BIGINT",
+        "n_added": "BIGINT",
+        "n_new": "BOOLEAN",
+        "n_created": "TIMESTAMPTZ",
+        "n_last": "TIMESTAMPTZ",
+        **{f"n_{field}": "TIMESTAMPTZ" if field in _TIMES else "VARCHAR" for field in _METADATA},
+    }
+)
+
+
+@dataclass
+class _Session:
+    """A session this import touches: where its next message goes, what the source says of it."""
+
+    session_id: int
+    next_idx: int
+    new: bool
+    source: ImportedSession | None = None
+    added: int = 0
+    first: str | None = None
+    last: str | None = None
+
+
+class BulkImport:
+    """Messages and sessions of one import transaction; finish() writes the session rows and marks."""
+
+    def __init__(self, writer: Writer, cur: Cursor) -> None:
+        self.writer = writer
+        self.cur = cur
+        self.chunk = writer.tuning.insert_chunk
+        self.sessions: dict[str, _Session] = {}
+        self.announced: dict[str, ImportedSession] = {}
+        self.pending: list[tuple[str, ImportedMessage]] = []
+        self.marks: list[ImportMark] = []
+        self.added = 0
+        self._inserting: Future[object] | None = None
+        writer.conn.raise_memory()
+
+    def session(self, session: ImportedSession) -> None:
+        """The source's metadata for this session (created if missing when the import finishes)."""
+        self.announced[session.key] = session
+
+    def add(self, key: str, message: ImportedMessage) -> None:
+        """Append the message (checked by the caller) to the session, after what it already holds."""
+        self.pending.append((key, message))
+        if len(self.pending) >= self.chunk:
+            self._flush()
+
+    def mark(self, mark: ImportMark) -> None:
+        self.marks.append(mark)
+
+    def _place(self, keys: list[str]) -> None:
+        """Find or create the sessions of these keys, in two statements."""
+        found = self.cur.execute(
+            f"SELECT key, id, message_count FROM sessions WHERE key IN (SELECT k FROM {_KEYS})", [rows_param(k=keys)]
+        ).fetchall()
+        for key, session_id, count in found:
+            self.sessions[key] = _Session(session_id, count, new=False)
+        missing = [key for key in keys if key not in self.sessions]
+        if not missing:
+            return
+        at = now()
+        created = self.cur.execute(
+            "INSERT INTO sessions (id, key, created_at, last_activity, message_count)"
+            f" SELECT nextval('session_ids'), k, ?, ?, 0 FROM {_KEYS} RETURNING key, id",
+            [at, at, rows_param(k=missing)],
+        ).fetchall()
+        # Marks of an earlier session of the same key (deleted since) say nothing of this one.
+        self.cur.execute(
+            f"DELETE FROM _imports WHERE session_key IN (SELECT k FROM {_KEYS})", [rows_param(k=missing)]
+        ).fetchall()
+        for key, session_id in created:
+            self.sessions[key] = _Session(session_id, 0, new=True)
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        # Indexing (Python) overlaps the previous chunk's INSERT (DuckDB, off the GIL); statements on the
+        # cursor wait for it.
+        indexed, tids = self.writer.analyze([message.content for _, message in batch])
+        self.writer.index.add_terms(tids)
+        unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
+        if unplaced:
+            self._wait()
+            self._place(unplaced)
+        rows: list[Row] = []
+        sessions = self.sessions
+        for (key, message), one in zip(batch, indexed, strict=True):
+            session = sessions[key]
+            at = message.created_at
+            rows.append((session.session_id, session.next_idx, message.role, message.content, at, one))
+            session.next_idx += 1
+            session.added += 1
+            if session.first is None or at < session.first:
+                session.first = at
+            if session.last is None or at > session.last:
+                session.last = at
+        self.added += len(rows)
+        self._wait()
+        self._inserting = self.writer._inserter().submit(self.writer.insert_messages, self.cur, rows)
+
+    def _wait(self) -> None:
+        if self._inserting is not None:
+            inserting, self._inserting = self._inserting, None
+            inserting.result()
+
+    def abandon(self) -> None:
+        """Never leave an INSERT running on the cursor that is about to roll back."""
+        if self._inserting is not None:
+            wait([self._inserting])
+
+    def finish(self) -> int:
+        """Write the session rows (counts, times, metadata) and the marks; return how many messages were added."""
+        self._flush()
+        self._wait()
+        unplaced = [key for key in self.announced if key not in self.sessions]
+        if unplaced:
+            self._place(unplaced)
+        for key, source in self.announced.items():
+            self.sessions[key].source = source
+        if self.sessions:
+            self._write_sessions()
+        record_imports(self.cur, self.marks, now())
+        keys = list(self.sessions)
+        self.writer.after_commit(lambda: self.writer.tails.forget(keys))
+        for key in keys:
+            self.writer.forget(key)
+        return self.added
+
+    def _write_sessions(self) -> None:
+        """One UPDATE for every touched session: a new one takes the source's times, an old one keeps its
+        creation and moves its last activity only forward; metadata the source gives replaces what is stored."""
+        columns: dict[str, list[object]] = {name: [] for name in ("sid", "n_added", "n_new", "n_created", "n_last")}
+        for field in _METADATA:
+            columns[f"n_{field}"] = []
+        at = now()
+        for session in self.sessions.values():
+            source = session.source
+            columns["sid"].append(session.session_id)
+            columns["n_added"].append(session.added)
+            columns["n_new"].append(session.new)
+            created = (source.created_at if source else None) or session.first
+            if created is not None and session.first is not None:
+                created = min(created, session.first)
+            if created is not None:
+                # Not after now, however the runtime's clock ran: marks older than the session do not count.
+                created = min(created, at)
+            columns["n_created"].append(created)
+            columns["n_last"].append(session.last or created)
+            given = source.metadata() if source else {}
+            for field in _METADATA:
+                columns[f"n_{field}"].append(given.get(field))
+        keep = ", ".join(f"{field} = coalesce(n.n_{field}, {field})" for field in _METADATA)
+        updated = self.cur.execute(
+            "UPDATE sessions SET message_count = message_count + n.n_added,"
+            " created_at = CASE WHEN n.n_new THEN coalesce(n.n_created, created_at) ELSE created_at END,"
+            " last_activity = CASE WHEN n.n_new THEN coalesce(n.n_last, last_activity)"
+            " ELSE greatest(last_activity, coalesce(n.n_last, last_activity)) END,"
+            f" {keep} FROM {_TOTALS} AS n WHERE sessions.id = n.sid RETURNING {COLUMNS}",
+            [rows_param(**columns)],
+        ).fetchall()
+        for row in updated:
+            self.writer.stored(row)
+
+
+@contextmanager
+def open_bulk(writer: Writer) -> Iterator[BulkImport]:
+    """One import transaction: all of what was fed commits, or none of it; DuckDB's errors as StoreFailure."""
+    try:
+        with writer.transaction(merge_after=_NO_MERGE) as cur:
+            bulk = BulkImport(writer, cur)
+            try:
+                yield bulk
+                bulk.finish()
+            except BaseException:
+                bulk.abandon()
+                raise
+    except duckdb.Error as exc:
+        raise StoreFailure(str(exc)) from exc
