@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 
 import psycopg
 
@@ -13,24 +14,27 @@ from ..backend import SessionBackend
 from ..errors import StoreReadOnly, StoreUnavailable
 from ..models import (
     DEFAULT_MAX_CONTENT_BYTES,
-    SEARCH_MESSAGES_LIMIT_DEFAULT,
     ChatMessage,
     InvalidArgument,
-    MessageFilters,
-    MessageHit,
     MessagePage,
+    MessageSearch,
+    MessageSearchPage,
     SessionContext,
     SessionMetadata,
     SessionQuery,
     SessionState,
     TimestampedMessage,
 )
-from ..snippets import make_snippet
+from ..recall import Candidate, assemble
 from ..store.imports import ImportMark
 from ..terms import Analyzer, term_id
 from . import search, sessions, writes
+from .bulk import PostgresBulkImport
+from .bulk import open_bulk as write_bulk
 from .pool import POOL_MAX, Database, connect, db_errors, shown
 from .schema import migrate, pending
+from .search import neighbours
+from .search import search_messages as ranked_messages
 from .writes import exact
 
 __all__ = ["PostgresSessionBackend"]
@@ -232,29 +236,25 @@ class PostgresSessionBackend(SessionBackend):
             return sessions.load_page(cur, session_key, offset, limit)
 
     @read
-    def search_messages(
-        self,
-        query: str,
-        limit: int | None = SEARCH_MESSAGES_LIMIT_DEFAULT,
-        filters: MessageFilters | None = None,
-    ) -> list[MessageHit]:
-        terms = self._analyzer.query_terms(query)
+    def search_messages_page(self, search: MessageSearch) -> MessageSearchPage:
+        terms = self._analyzer.query_terms(search.query)
         if not terms:
-            return []
-        with self._db.cursor() as cur:
-            found = search.search_messages(cur, [term_id(t) for t in terms], filters or MessageFilters(), limit)
-        matched = set(terms)
-        return [
-            MessageHit(
-                session_key=key,
-                index=idx,
-                role=role,
-                snippet=make_snippet(content, matched, self._analyzer),
-                created_at=created_at,
-                score=score,
-            )
-            for score, idx, role, content, created_at, key in found
+            return MessageSearchPage(hits=[])
+        stop = None if search.limit is None else search.offset + search.limit
+        # One more than the page holds tells whether a next page exists.
+        want = None if stop is None else stop + 1
+        tids = [term_id(t) for t in terms]
+        with self._db.transaction() as cur:
+            # Hits and their neighbours from one snapshot.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            ranked = ranked_messages(cur, tids, search.filters, want)
+            page = ranked[search.offset : stop]
+            around = neighbours(cur, page, search.context)
+        candidates = [
+            Candidate(key, idx, role, content, created_at, score, around.get((key, idx), ()))
+            for score, idx, role, content, created_at, key in page
         ]
+        return assemble(search, candidates, stop is not None and len(ranked) > stop, self._analyzer)
 
     @write
     def append_many(self, items: Iterable[tuple[str, ChatMessage]], marks: Sequence[ImportMark] = ()) -> int:
@@ -269,9 +269,17 @@ class PostgresSessionBackend(SessionBackend):
         return len(batch)
 
     @read
-    def import_marks(self, session_key: str) -> list[ImportMark]:
+    def import_marks(self) -> dict[str, list[ImportMark]]:
+        """What earlier imports read, by session key (see importers/run.py)."""
         with self._db.cursor() as cur:
-            return writes.import_marks(cur, session_key)
+            return writes.import_marks(cur)
+
+    def bulk_import(self) -> AbstractContextManager[PostgresBulkImport]:
+        """One import transaction, fed message by message (see postgres/bulk.py)."""
+        return write_bulk(self)
+
+    def merge(self) -> None:
+        """Nothing to do: the postings table is indexed as each write commits (the embedded store merges)."""
 
     @read
     def export_messages(self, path: str | os.PathLike[str], format: str) -> int:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import bm25
-from ..models import MessageFilters
+from ..models import MessageFilters, TimestampedMessage
 from .pool import Cursor
 from .writes import COLUMNS, exact
 
@@ -40,6 +40,12 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     if filters.agent_alias is not None:
         where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = %s)")
         params.append(filters.agent_alias)
+    if filters.channel_id is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE channel_id = %s)")
+        params.append(filters.channel_id)
+    if filters.exclude_session_keys:
+        where.append("session_id NOT IN (SELECT id FROM sessions WHERE key = ANY(%s))")
+        params.append(sorted(filters.exclude_session_keys))
     message_where: list[str] = []
     for column, op, value in (
         ("role", "=", filters.role),
@@ -54,9 +60,9 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     return "".join(f" AND {w}" for w in where), params
 
 
-def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str) -> str:
+def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str, *, weighted: bool = False) -> str:
     """SQL yielding (id, session_id, score) of every message holding a term and passing the filters; its
-    parameters are the filters'."""
+    parameters are the filters'. weighted: a term counts as its share of the query's idf (bm25.coverage)."""
     weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
     norm = f"(tf + {_literal(a)} + {_literal(c)} * dl)"
     if len(tids) == 1:  # one posting per message: nothing to group
@@ -67,9 +73,11 @@ def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where:
                 FROM postings WHERE term = {int(tids[0])}{where}) AS q"""
     weight = "CASE term " + " ".join(f"WHEN {int(t)} THEN {_literal(w)}" for t, w in zip(tids, weights, strict=True))
     terms = ", ".join(str(int(t)) for t in tids)
+    # Each term's weight is proportional to its idf: its share of the coverage is weight * (n / sum of weights).
+    words = f"sum({weight} END) * {_literal(len(weights) / sum(weights))}" if weighted else "count(*)"
     return f"""
         SELECT id, session_id, words + r / (1 + r) AS score FROM (
-            SELECT message_id AS id, session_id, count(*) AS words, sum({weight} END * tf / {norm}) AS r
+            SELECT message_id AS id, session_id, {words} AS words, sum({weight} END * tf / {norm}) AS r
             FROM postings WHERE term IN ({terms}){where} GROUP BY message_id, session_id) AS q"""
 
 
@@ -98,7 +106,13 @@ Stats = tuple[int, float, list[int]]  # what _frequencies reads
 
 
 def _plan(
-    cur: Cursor, tids: list[int], filters: MessageFilters, walk: int | None = None, stats: Stats | None = None
+    cur: Cursor,
+    tids: list[int],
+    filters: MessageFilters,
+    walk: int | None = None,
+    stats: Stats | None = None,
+    *,
+    weighted: bool = False,
 ) -> tuple[str, list[object]] | None:
     """The scoring SQL and its parameters; walk: the limit of a one-term unfiltered search (see _best_of_one_sql)."""
     docs, avgdl, dfs = stats or _frequencies(cur, tids)
@@ -107,15 +121,17 @@ def _plan(
     if walk is not None:
         return _best_of_one_sql(tids[0], dfs, docs, avgdl, walk), []
     where, params = _where(filters)
-    return _scored_sql(tids, dfs, docs, avgdl, where), params
+    return _scored_sql(tids, dfs, docs, avgdl, where, weighted=weighted), params
 
 
 Hit = tuple[float, int, str, str, datetime | None, str]  # score, idx, role, content, created_at, session key
 
 
 def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit: int | None) -> list[Hit]:
-    """The best messages for the terms, best first (ties: newest first), at most limit."""
-    plan = _plan(cur, tids, filters, walk=limit if len(tids) == 1 and filters == MessageFilters() else None)
+    """The best messages for the terms, best first (ties: newest first), at most limit. Words count by their
+    idf, as in the embedded store (see bm25.coverage)."""
+    walk = limit if len(tids) == 1 and filters == MessageFilters() else None
+    plan = _plan(cur, tids, filters, walk=walk, weighted=True)
     if plan is None:
         return []
     sql, params = plan
@@ -193,3 +209,27 @@ def _best_sessions_of_one(cur: Cursor, tid: int, limit: int, stats: Stats) -> li
             return rows[:limit]
         k *= 4  # too many ties at the boundary (a score depends on tf and dl alone): read further
     return None  # the sessions wanted are not all among them: the aggregate settles it
+
+
+def neighbours(cur: Cursor, hits: list[Hit], context: int) -> dict[tuple[str, int], list[TimestampedMessage]]:
+    """(session key, idx) of each hit -> the messages within context positions of it, oldest first, in one
+    statement (the hit itself left out)."""
+    if not hits or context <= 0:
+        return {}
+    keys = [h[5] for h in hits]
+    centres = [h[1] for h in hits]
+    rows = cur.execute(
+        """SELECT w.key, w.centre, m.idx, m.role, m.content, m.raw, m.created_at
+        FROM unnest(%s::text[], %s::bigint[]) AS w(key, centre)
+        JOIN sessions AS s ON s.key = w.key
+        JOIN messages AS m ON m.session_id = s.id AND m.idx BETWEEN w.centre - %s AND w.centre + %s
+        WHERE m.idx <> w.centre ORDER BY w.key, w.centre, m.idx""",
+        [keys, centres, context, context],
+    ).fetchall()
+    found: dict[tuple[str, int], list[TimestampedMessage]] = {}
+    for key, centre, idx, role, content, raw, created_at in rows:
+        role, content = exact(role, content, raw)
+        found.setdefault((key, centre), []).append(
+            TimestampedMessage(role=role, content=content, created_at=created_at, index=idx)
+        )
+    return found

@@ -94,10 +94,14 @@ def append(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed) -> 
 
 
 def append_many(
-    cur: Cursor, batch: Sequence[tuple[str, ChatMessage, Indexed]], marks: Sequence[ImportMark]
+    cur: Cursor,
+    batch: Sequence[tuple[str, ChatMessage, Indexed]],
+    marks: Sequence[ImportMark],
+    times: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Append the messages in order, in the open transaction; return each session's new count. Sessions are
-    locked in key order, so two batches over the same sessions wait for each other instead of deadlocking."""
+    locked in key order, so two batches over the same sessions wait for each other instead of deadlocking.
+    times: each message's own time (an import), else the batch's."""
     counts = Counter(key for key, _, _ in batch)
     places: dict[str, list[Any]] = {}
     for key in sorted(counts):
@@ -116,9 +120,10 @@ def append_many(
     docs: Counter[int] = Counter()
     columns = "id, session_id, idx, role, content, raw, created_at, dl, terms, tfs"
     with cur.copy(f"COPY messages ({columns}) FROM STDIN") as copy:
-        for message_id, (key, message, ix) in zip(ids, batch, strict=True):
+        for n, (message_id, (key, message, ix)) in enumerate(zip(ids, batch, strict=True)):
             place = places[key]
-            copy.write_row((message_id, place[0], place[1], *stored(message), place[2], ix.dl, ix.terms, ix.tfs))
+            at = place[2] if times is None else times[n]
+            copy.write_row((message_id, place[0], place[1], *stored(message), at, ix.dl, ix.terms, ix.tfs))
             place[1] += 1
             shards[place[0] % SHARDS] += ix.dl
             docs[place[0] % SHARDS] += 1
@@ -150,15 +155,17 @@ def record_imports(cur: Cursor, marks: Sequence[ImportMark]) -> None:
         )
 
 
-def import_marks(cur: Cursor, session_key: str) -> list[ImportMark]:
-    """What earlier imports into this session read, shortest first; marks from before the session was last
-    created (it was deleted since) no longer count."""
+def import_marks(cur: Cursor) -> dict[str, list[ImportMark]]:
+    """What earlier imports read, by session key, shortest first; marks from before a session was last created
+    (it was deleted since) no longer count."""
     found = cur.execute(
-        "SELECT i.session_key, i.bytes, i.lines, i.sha256 FROM _imports AS i JOIN sessions AS s"
-        " ON s.key = i.session_key WHERE i.session_key = %s AND i.imported_at >= s.created_at ORDER BY i.bytes",
-        [session_key],
+        "SELECT i.session_key, i.bytes, i.lines, i.sha256, i.source FROM _imports AS i JOIN sessions AS s"
+        " ON s.key = i.session_key WHERE i.imported_at >= s.created_at ORDER BY i.session_key, i.bytes, i.lines"
     ).fetchall()
-    return [ImportMark(session_key=r[0], bytes=r[1], lines=r[2], sha256=r[3]) for r in found]
+    marks: dict[str, list[ImportMark]] = {}
+    for key, size, lines, sha256, source in found:
+        marks.setdefault(key, []).append(ImportMark(key, size, lines, sha256, source))
+    return marks
 
 
 def lock(cur: Cursor, session_key: str) -> tuple[int, int] | None:
