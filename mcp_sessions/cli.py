@@ -17,16 +17,17 @@ import anyio
 from . import __version__, human
 from .backend import SessionBackend
 from .models import DEFAULT_MAX_CONTENT_BYTES, InvalidArgument, check_text
-from .paths import db_path
+from .paths import db_path, is_database_uri
 from .scope import ScopedBackend
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
+    from .postgres.backend import PostgresSessionBackend
     from .relay import SharedBackend
     from .store.duckdb import DuckDBSessionBackend
 
-    Closable = DuckDBSessionBackend | SharedBackend
+    Closable = DuckDBSessionBackend | SharedBackend | PostgresSessionBackend
 
 log = logging.getLogger("mcp_sessions")
 
@@ -56,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve MCP over stdio (the default) or streamable HTTP")
-    serve.add_argument("--db", help="database file, or :memory: (default: $MCP_SESSIONS_DB, else the XDG data folder)")
+    serve.add_argument(
+        "--db",
+        help="database file, :memory:, or a PostgreSQL URI postgresql://... shared by many servers"
+        " (default: $MCP_SESSIONS_DB, else the XDG data folder)",
+    )
     serve.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
@@ -105,15 +110,23 @@ def serve(options: argparse.Namespace) -> None:
     # Logs go to stderr: on stdio, stdout carries JSON-RPC and nothing else.
     logging.basicConfig(level=options.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from .errors import StoreError
-    from .relay import SharedBackend
-    from .store.duckdb import DuckDBSessionBackend
 
-    store: DuckDBSessionBackend | SharedBackend
+    store: Closable
     try:
         path = db_path(options.db)
-        if path == ":memory:":
+        if is_database_uri(path):
+            # Every server talks to the database itself: no relay, whatever number of them share it.
+            from .postgres.backend import PostgresSessionBackend
+
+            store = PostgresSessionBackend(path, max_content_bytes=options.max_content_bytes)
+            path = store.path  # logged without its password
+        elif path == ":memory:":
+            from .store.duckdb import DuckDBSessionBackend
+
             store = DuckDBSessionBackend(path, max_content_bytes=options.max_content_bytes)
         else:
+            from .relay import SharedBackend
+
             # The first server on a file holds it; later ones relay to it (see relay.py). Even a --read-only
             # server holds the file for writing, so the servers it shares with can still write.
             store = SharedBackend(path, max_content_bytes=options.max_content_bytes)

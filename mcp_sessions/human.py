@@ -21,14 +21,14 @@ from .models import (
     check_text,
     parse_time,
 )
-from .paths import db_path
+from .paths import db_path, is_database_uri
 from .transcript import markdown_transcript
 
 if TYPE_CHECKING:
     from .store.duckdb import DuckDBSessionBackend
 
 COMMANDS = ("list", "show", "search", "stats", "import", "export")
-_DB_HELP = "database file (default: $MCP_SESSIONS_DB, else the XDG data folder)"
+_DB_HELP = "database file or PostgreSQL URI postgresql://... (default: $MCP_SESSIONS_DB, else the XDG data folder)"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,6 +173,13 @@ def _open(path: str, *, writes: bool) -> DuckDBSessionBackend:
     from .store.connection import needs_upgrade
     from .store.duckdb import DuckDBSessionBackend, Tuning
 
+    if is_database_uri(path):
+        from .postgres.backend import PostgresSessionBackend
+
+        try:
+            return PostgresSessionBackend(path, pool_max=2)  # type: ignore[return-value]  # the same methods
+        except StoreError as exc:
+            raise _CannotOpen(f"cannot open the store: {exc}") from None
     try:
         if writes or path == ":memory:":
             # An import's sorts spill to disk past this rather than take the store's 2 GB for bulk writes.
@@ -270,7 +277,8 @@ def cmd_stats(store: DuckDBSessionBackend, options: argparse.Namespace, out: Tex
     sessions = store.list_sessions_with_metadata()
     created = [m.created_at for m in sessions if m.created_at]
     active = [m.last_activity for m in sessions if m.last_activity]
-    files = [Path(store.path), Path(store.path + ".wal")] if store.path != ":memory:" else []
+    in_file = store.path != ":memory:" and not is_database_uri(store.path)
+    files = [Path(store.path), Path(store.path + ".wal")] if in_file else []
     stats: dict[str, Any] = {
         "database": store.path,
         "sessions": len(sessions),
@@ -279,7 +287,9 @@ def cmd_stats(store: DuckDBSessionBackend, options: argparse.Namespace, out: Tex
         "running_sessions": len(store.list_running_sessions()),
         "first_created_at": min(created).isoformat() if created else None,
         "last_activity": max(active).isoformat() if active else None,
-        "file_bytes": sum(f.stat().st_size for f in files if f.exists()),
+        "file_bytes": sum(f.stat().st_size for f in files if f.exists())
+        if not hasattr(store, "database_bytes")
+        else store.database_bytes(),
     }
     if options.json:
         out.write(json.dumps(stats) + "\n")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_cluster import Cluster
 
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
@@ -33,3 +34,19 @@ def backend() -> Iterator[DuckDBSessionBackend]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "sessions.duckdb")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One real PostgreSQL cluster for the whole run, on a Unix socket in a temp folder."""
+    cluster = Cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def pg_uri(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh, migrated database of the cluster, dropped after the test."""
+    uri = pg_cluster.new_database()
+    yield uri
+    pg_cluster.recycle(uri)

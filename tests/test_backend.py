@@ -9,15 +9,20 @@ import pytest
 from mcp_sessions.backend import SessionBackend
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.models import ChatMessage, InvalidArgument, MessageFilters, SessionQuery
+from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
 
-@pytest.fixture(params=["memory", "duckdb", "duckdb-rows-from-file"])
+@pytest.fixture(params=["memory", "duckdb", "duckdb-rows-from-file", "postgres"])
 def backend(request: pytest.FixtureRequest) -> Iterator[SessionBackend]:
-    """The dict model, the DuckDB store, and the DuckDB store reading session rows from the file (as it does
-    past Tuning.session_view_max sessions) rather than from its in-memory view."""
+    """The dict model, the DuckDB store, the DuckDB store reading session rows from the file (as it does
+    past Tuning.session_view_max sessions) rather than from its in-memory view, and the PostgreSQL store."""
     if request.param == "memory":
         yield MemorySessionBackend()
+    elif request.param == "postgres":
+        store = PostgresSessionBackend(request.getfixturevalue("pg_uri"))
+        yield store
+        store.close()
     else:
         tuning = Tuning(session_view_max=0) if request.param == "duckdb-rows-from-file" else Tuning()
         store = DuckDBSessionBackend(":memory:", tuning=tuning)

@@ -82,11 +82,14 @@ def grow(name: str, source: Path, expected: Expected) -> None:
     conn.close()
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every runtime's history imported (format detected), imported again, grown, imported once more."""
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def imported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every runtime's history imported (format detected), imported again, grown, imported once more, into an
+    embedded file and into a PostgreSQL database."""
     root = tmp_path_factory.mktemp("runtimes")
     db = str(root / "sessions.duckdb")
+    if request.param == "postgres":
+        db = request.getfixturevalue("pg_cluster").new_database()
     runs: dict[str, list[subprocess.CompletedProcess[str]]] = {}
     sources: dict[str, Path] = {}
     expected: dict[str, Expected] = {}

@@ -73,19 +73,26 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == []
 
 
-def test_only_the_store_imports_duckdb() -> None:
-    outside = [
+def _importers(engines: set[str], home: str) -> list[str]:
+    """Modules outside the folder `home` that import one of the engines' packages."""
+
+    def imports_one(n: ast.AST) -> bool:
+        names = [a.name for a in n.names] if isinstance(n, ast.Import) else [getattr(n, "module", None) or ""]
+        return isinstance(n, ast.Import | ast.ImportFrom) and any(name.split(".")[0] in engines for name in names)
+
+    return [
         module_name(p)
         for p in PACKAGE.rglob("*.py")
-        if "store" not in p.relative_to(PACKAGE).parts
-        and any(
-            isinstance(n, ast.Import | ast.ImportFrom)
-            and any(a.name.split(".")[0] == "duckdb" for a in n.names)
-            | ((getattr(n, "module", None) or "").split(".")[0] == "duckdb")
-            for n in ast.walk(ast.parse(p.read_text()))
-        )
+        if home not in p.relative_to(PACKAGE).parts and any(imports_one(n) for n in ast.walk(ast.parse(p.read_text())))
     ]
-    assert outside == []
+
+
+def test_only_the_store_imports_duckdb() -> None:
+    assert _importers({"duckdb"}, "store") == []
+
+
+def test_only_the_postgres_package_imports_psycopg() -> None:
+    assert _importers({"psycopg", "psycopg_pool"}, "postgres") == []
 
 
 def test_the_checker_sees_a_function_level_import() -> None:

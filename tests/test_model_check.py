@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pg_cluster import Cluster
 
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery
+from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
 KEYS = st.sampled_from(["a", "b", "c"])
@@ -42,12 +45,15 @@ class StoreMatchesModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.model = MemorySessionBackend()
-        self.store = DuckDBSessionBackend(":memory:", tuning=self.tuning)
+        self.store = self.open_store()
         # Sessions that exist in the store: the trait default delete_session cannot forget a key,
         # so the model's own list keeps deleted keys and this set says which are really there.
         self.existing: set[str] = set()
         self.steps = 0
         self.touched: str | None = None
+
+    def open_store(self) -> DuckDBSessionBackend:
+        return DuckDBSessionBackend(":memory:", tuning=self.tuning)
 
     @initialize()
     def start(self) -> None:
@@ -166,7 +172,32 @@ class FileReadStoreMatchesModel(StoreMatchesModel):
     tuning = Tuning(session_view_max=0)
 
 
-for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel, FileReadStoreMatchesModel):
+class PostgresStoreMatchesModel(StoreMatchesModel):
+    """The same on the PostgreSQL store, a fresh database per example."""
+
+    def open_store(self) -> DuckDBSessionBackend:
+        self.uri = CLUSTER[0].new_database()
+        return PostgresSessionBackend(self.uri)  # type: ignore[return-value]  # the same methods
+
+    def teardown(self) -> None:
+        self.store.close()
+        CLUSTER[0].recycle(self.uri)
+
+    def merge(self) -> None:  # not a rule here: the PostgreSQL store has no postings to merge
+        pass
+
+
+# The cluster for PostgresStoreMatchesModel (hypothesis builds the machines, not pytest).
+CLUSTER: list[Cluster] = []
+
+
+@pytest.fixture(autouse=True)
+def _cluster(request: pytest.FixtureRequest) -> None:
+    if "Postgres" in request.node.nodeid and not CLUSTER:
+        CLUSTER.append(request.getfixturevalue("pg_cluster"))
+
+
+for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel, FileReadStoreMatchesModel, PostgresStoreMatchesModel):
     machine.TestCase.settings = settings(
         max_examples=30,
         stateful_step_count=30,
@@ -177,3 +208,4 @@ for machine in (StoreMatchesModel, SqlScoredStoreMatchesModel, FileReadStoreMatc
 TestStoreMatchesModel = StoreMatchesModel.TestCase
 TestSqlScoredStoreMatchesModel = SqlScoredStoreMatchesModel.TestCase
 TestFileReadStoreMatchesModel = FileReadStoreMatchesModel.TestCase
+TestPostgresStoreMatchesModel = PostgresStoreMatchesModel.TestCase

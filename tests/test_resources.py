@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -14,12 +14,24 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from tool_calls import message
 
+from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.resources import RECENT_URI, session_uri
 from mcp_sessions.scope import ScopedBackend
 from mcp_sessions.server import build_server
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
+    """Every test here on the embedded store and on the PostgreSQL store."""
+    if request.param == "postgres":
+        with PostgresSessionBackend(request.getfixturevalue("pg_uri")) as pg:
+            yield pg  # type: ignore[misc]  # the same methods
+    else:
+        with DuckDBSessionBackend(":memory:") as store:
+            yield store
 
 
 async def append(client: Client, key: str, content: str, role: str = "user") -> None:

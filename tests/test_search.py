@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery, is_blank
+from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.store.duckdb import DuckDBSessionBackend, Tuning
 
 
@@ -35,10 +36,15 @@ def sessions(backend: DuckDBSessionBackend, keyword: str | None, limit: int = 50
     return [m.key for m in backend.search(SessionQuery(keyword=keyword, limit=limit))]
 
 
-@pytest.fixture(params=["python-recent", "sql-recent", "python-merged", "sql-merged"])
+@pytest.fixture(params=["python-recent", "sql-recent", "python-merged", "sql-merged", "postgres"])
 def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
     """Every test here runs on both scoring paths (rare terms in Python, many in SQL), with postings read
-    from the messages' own lists (no merge yet) and from the term-sorted table (a merge after each write)."""
+    from the messages' own lists (no merge yet) and from the term-sorted table (a merge after each write),
+    and on the PostgreSQL store."""
+    if request.param == "postgres":
+        with PostgresSessionBackend(request.getfixturevalue("pg_uri")) as pg:
+            yield pg  # type: ignore[misc]  # the same methods
+        return
     scoring, postings = request.param.split("-")
     tuning = Tuning(python_scoring_max=-1 if scoring == "sql" else Tuning.python_scoring_max)
     if postings == "merged":
@@ -681,6 +687,8 @@ def test_a_word_said_more_often_ranks_higher_in_every_postings_place(backend: Du
     backend.append("long", msg("epsilon " * 3000 + "alpha"))
     assert [h.session_key for h in backend.search_messages("alpha")][:2] == ["thrice", "once"]
     assert hits(backend, "epsilon") == [("long", 0)]
+    if not isinstance(backend, DuckDBSessionBackend):
+        return  # the rest is about the embedded store's postings places
     with backend._conn.write_lock:
         (length,) = backend._conn.cursor().execute("SELECT max(length(coalesce(terms, ''))) FROM messages").fetchone()
     assert length < 200, "a repeated word is written once with its count"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -12,12 +12,25 @@ from tool_calls import call, message, refused
 
 from mcp_sessions.memory import MemorySessionBackend
 from mcp_sessions.models import ChatMessage, SessionContext, SessionQuery
+from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.scope import ScopedBackend
 from mcp_sessions.server import build_server
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 from mcp_sessions.tool_names import READ_ONLY_TOOLS
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
+    """Every test here on the embedded store and on the PostgreSQL store."""
+    if request.param == "postgres":
+        with PostgresSessionBackend(request.getfixturevalue("pg_uri")) as pg:
+            yield pg  # type: ignore[misc]  # the same methods
+    else:
+        with DuckDBSessionBackend(":memory:") as store:
+            yield store
+
 
 TOOLS = {
     "load",

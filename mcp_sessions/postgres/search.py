@@ -1,0 +1,235 @@
+"""BM25 over the postings table, ranking exactly as the embedded store does (see bm25.py).
+
+A search is two statements. The first reads the corpus statistics and each query term's document frequency
+(a count over the term's postings); the second scores the messages holding any of the terms with the
+constants those give, written into the SQL as literals (our own numbers, never a caller's text), and returns
+the best. Both read only the postings index, never the message rows. Ties go to the newer message (the
+larger id), as in the embedded store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .. import bm25
+from ..models import MessageFilters, TimestampedMessage
+from .pool import Cursor
+from .writes import COLUMNS, exact
+
+
+def _literal(value: float) -> str:
+    return f"{float(value)!r}::float8"
+
+
+def _frequencies(cur: Cursor, tids: list[int]) -> tuple[int, float, list[int]]:
+    """(messages in the corpus, their mean term count, each term's document frequency), in one round trip."""
+    counts = ", ".join(f"(SELECT count(*) FROM postings WHERE term = {int(t)})" for t in tids)
+    row = cur.execute(f"SELECT (SELECT sum(docs) FROM _corpus), (SELECT sum(terms) FROM _corpus), {counts}").fetchone()
+    assert row is not None
+    docs, total = int(row[0] or 0), int(row[1] or 0)
+    return docs, (total / docs if docs else 0.0), [int(n) for n in row[2:]]
+
+
+def _where(filters: MessageFilters) -> tuple[str, list[object]]:
+    """Conditions over postings for the filters (each starting with AND), and their parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    if filters.session_key is not None:
+        where.append("session_id = (SELECT id FROM sessions WHERE key = %s)")
+        params.append(filters.session_key)
+    if filters.agent_alias is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = %s)")
+        params.append(filters.agent_alias)
+    if filters.channel_id is not None:
+        where.append("session_id IN (SELECT id FROM sessions WHERE channel_id = %s)")
+        params.append(filters.channel_id)
+    if filters.exclude_session_keys:
+        where.append("session_id NOT IN (SELECT id FROM sessions WHERE key = ANY(%s))")
+        params.append(sorted(filters.exclude_session_keys))
+    message_where: list[str] = []
+    for column, op, value in (
+        ("role", "=", filters.role),
+        ("created_at", ">=", filters.since),
+        ("created_at", "<=", filters.until),
+    ):
+        if value is not None:
+            message_where.append(f"{column} {op} %s")
+            params.append(value.replace("\x00", "\ufffd") if isinstance(value, str) else value)
+    if message_where:
+        where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
+    return "".join(f" AND {w}" for w in where), params
+
+
+def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str, *, weighted: bool = False) -> str:
+    """SQL yielding (id, session_id, score) of every message holding a term and passing the filters; its
+    parameters are the filters'. weighted: a term counts as its share of the query's idf (bm25.coverage)."""
+    weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
+    norm = f"(tf + {_literal(a)} + {_literal(c)} * dl)"
+    if len(tids) == 1:  # one posting per message: nothing to group
+        relevance = f"{_literal(weights[0])} * tf / {norm}"
+        return f"""
+            SELECT id, session_id, 1 + r / (1 + r) AS score FROM (
+                SELECT message_id AS id, session_id, {relevance} AS r
+                FROM postings WHERE term = {int(tids[0])}{where}) AS q"""
+    weight = "CASE term " + " ".join(f"WHEN {int(t)} THEN {_literal(w)}" for t, w in zip(tids, weights, strict=True))
+    terms = ", ".join(str(int(t)) for t in tids)
+    # Each term's weight is proportional to its idf: its share of the coverage is weight * (n / sum of weights).
+    words = f"sum({weight} END) * {_literal(len(weights) / sum(weights))}" if weighted else "count(*)"
+    return f"""
+        SELECT id, session_id, words + r / (1 + r) AS score FROM (
+            SELECT message_id AS id, session_id, {words} AS words, sum({weight} END * tf / {norm}) AS r
+            FROM postings WHERE term IN ({terms}){where} GROUP BY message_id, session_id) AS q"""
+
+
+def _best_of_one_sql(tid: int, dfs: list[int], docs: int, avgdl: float, limit: int) -> str:
+    """SQL yielding (id, session_id, score) of the best `limit` messages for one term, unfiltered, best first.
+
+    For one term a message's relevance grows with tf and falls with dl, so the best messages of each tf are
+    its first entries in the index (dl ascending, then the newer message): the walk reads `limit` entries of
+    each distinct tf (found by skipping from one to the next) rather than every entry of a common word."""
+    weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
+    relevance = f"{_literal(weights[0])} * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+    t = int(tid)
+    return f"""
+        WITH RECURSIVE g(tf) AS (
+            (SELECT tf FROM postings WHERE term = {t} ORDER BY tf LIMIT 1)
+            UNION ALL
+            SELECT (SELECT p.tf FROM postings AS p WHERE p.term = {t} AND p.tf > g.tf ORDER BY p.tf LIMIT 1)
+            FROM g WHERE g.tf IS NOT NULL)
+        SELECT id, session_id, 1 + r / (1 + r) AS score FROM g, LATERAL (
+            SELECT message_id AS id, session_id, {relevance} AS r FROM postings
+            WHERE term = {t} AND tf = g.tf ORDER BY dl, message_id DESC LIMIT {int(limit)}) AS b
+        WHERE g.tf IS NOT NULL"""
+
+
+Stats = tuple[int, float, list[int]]  # what _frequencies reads
+
+
+def _plan(
+    cur: Cursor,
+    tids: list[int],
+    filters: MessageFilters,
+    walk: int | None = None,
+    stats: Stats | None = None,
+    *,
+    weighted: bool = False,
+) -> tuple[str, list[object]] | None:
+    """The scoring SQL and its parameters; walk: the limit of a one-term unfiltered search (see _best_of_one_sql)."""
+    docs, avgdl, dfs = stats or _frequencies(cur, tids)
+    if not any(dfs):
+        return None
+    if walk is not None:
+        return _best_of_one_sql(tids[0], dfs, docs, avgdl, walk), []
+    where, params = _where(filters)
+    return _scored_sql(tids, dfs, docs, avgdl, where, weighted=weighted), params
+
+
+Hit = tuple[float, int, str, str, datetime | None, str]  # score, idx, role, content, created_at, session key
+
+
+def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit: int | None) -> list[Hit]:
+    """The best messages for the terms, best first (ties: newest first), at most limit. Words count by their
+    idf, as in the embedded store (see bm25.coverage)."""
+    walk = limit if len(tids) == 1 and filters == MessageFilters() else None
+    plan = _plan(cur, tids, filters, walk=walk, weighted=True)
+    if plan is None:
+        return []
+    sql, params = plan
+    limit_sql = "" if limit is None else f"LIMIT {int(limit)}"
+    found = cur.execute(
+        f"""SELECT b.score, m.idx, m.role, m.content, m.raw, m.created_at, s.key
+        FROM (SELECT * FROM ({sql}) AS r ORDER BY score DESC, id DESC {limit_sql}) AS b
+        JOIN messages AS m ON m.id = b.id JOIN sessions AS s ON s.id = b.session_id
+        ORDER BY b.score DESC, b.id DESC""",
+        params,
+    ).fetchall()
+    return [(float(r[0]), r[1], *exact(r[2], r[3], r[4]), r[5], r[6]) for r in found]
+
+
+def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit: int) -> list[tuple[Any, ...]]:
+    """Rows of the sessions holding the terms (COLUMNS), best message's score first, then most recent."""
+    stats = _frequencies(cur, tids)
+    if len(tids) == 1 and agent_alias is None:
+        found = _best_sessions_of_one(cur, tids[0], limit, stats)
+        if found is not None:
+            return found
+    plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias), stats=stats)
+    if plan is None:
+        return []
+    sql, params = plan
+    best = f"SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id"
+    if len(tids) == 1:
+        # The score grows with relevance: the best relevance per session, then its score, evaluates the
+        # formula once per posting rather than twice.
+        docs, avgdl, dfs = stats
+        weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
+        relevance = f"{_literal(weights[0])} * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+        where, params = _where(MessageFilters(agent_alias=agent_alias))
+        best = f"""SELECT session_id, 1 + r / (1 + r) AS best FROM (
+            SELECT session_id, max({relevance}) AS r FROM postings WHERE term = {int(tids[0])}{where}
+            GROUP BY session_id) AS q"""
+    columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+    return cur.execute(
+        f"""SELECT {columns} FROM ({best}) AS b
+        JOIN sessions AS s ON s.id = b.session_id
+        ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
+        params,
+    ).fetchall()
+
+
+# A session search walks this many best messages per session wanted, when that is at most a quarter of the
+# term's messages (past that, the aggregate over all of them costs about as much).
+_SESSIONS_WALK = 4
+
+
+def _best_sessions_of_one(cur: Cursor, tid: int, limit: int, stats: Stats) -> list[tuple[Any, ...]] | None:
+    """The session search for one unfiltered term from its best messages (see _best_of_one_sql), or None when
+    those do not settle it.
+
+    Among the best k messages, with the k-th scoring s, a session holding one that scores above s has its
+    best message there, and every session left out scores at most s: once `limit` sessions score above s
+    the answer is known, ties on s included (they rank below). Otherwise the walk reads further, until k would
+    be much of the term's messages: then the aggregate over them all settles it."""
+    docs, avgdl, dfs = stats
+    k = _SESSIONS_WALK * limit
+    while k * 4 <= dfs[0]:
+        ranked = cur.execute(
+            f"SELECT session_id, score FROM ({_best_of_one_sql(tid, dfs, docs, avgdl, k)}) AS r"
+            f" ORDER BY score DESC, id DESC LIMIT {int(k)}"
+        ).fetchall()
+        boundary = ranked[-1][1]
+        best: dict[int, float] = {}
+        for session_id, score in ranked:
+            if score > boundary and session_id not in best:
+                best[session_id] = score
+        if len(best) >= limit:
+            rows = cur.execute(f"SELECT {COLUMNS} FROM sessions WHERE id = ANY(%s)", [list(best)]).fetchall()
+            # COLUMNS starts with id, then key, name, created_at, last_activity.
+            rows.sort(key=lambda r: (best[r[0]], r[4], r[0]), reverse=True)
+            return rows[:limit]
+        k *= 4  # too many ties at the boundary (a score depends on tf and dl alone): read further
+    return None  # the sessions wanted are not all among them: the aggregate settles it
+
+
+def neighbours(cur: Cursor, hits: list[Hit], context: int) -> dict[tuple[str, int], list[TimestampedMessage]]:
+    """(session key, idx) of each hit -> the messages within context positions of it, oldest first, in one
+    statement (the hit itself left out)."""
+    if not hits or context <= 0:
+        return {}
+    keys = [h[5] for h in hits]
+    centres = [h[1] for h in hits]
+    rows = cur.execute(
+        """SELECT w.key, w.centre, m.idx, m.role, m.content, m.raw, m.created_at
+        FROM unnest(%s::text[], %s::bigint[]) AS w(key, centre)
+        JOIN sessions AS s ON s.key = w.key
+        JOIN messages AS m ON m.session_id = s.id AND m.idx BETWEEN w.centre - %s AND w.centre + %s
+        WHERE m.idx <> w.centre ORDER BY w.key, w.centre, m.idx""",
+        [keys, centres, context, context],
+    ).fetchall()
+    found: dict[tuple[str, int], list[TimestampedMessage]] = {}
+    for key, centre, idx, role, content, raw, created_at in rows:
+        role, content = exact(role, content, raw)
+        found.setdefault((key, centre), []).append(
+            TimestampedMessage(role=role, content=content, created_at=created_at, index=idx)
+        )
+    return found

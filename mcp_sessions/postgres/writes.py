@@ -1,0 +1,317 @@
+"""The writes: each change to a session's messages locks the session's row first, then changes the messages
+and the corpus statistics in the same transaction.
+
+Under READ COMMITTED a statement waiting for a row lock re-reads that row once it is free, but reads other
+rows as of its own start: a write that must see the messages a concurrent append just committed (remove_last's
+last message) therefore locks the row in one statement and reads the messages in the next."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import ChatMessage
+from ..store.imports import ImportMark
+from ..terms import Analyzer, term_id
+from .pool import Cursor
+from .schema import SHARDS
+
+# Columns of a session row as every read returns it (see sessions.SessionRow).
+COLUMNS = (
+    "id, key, name, created_at, last_activity, message_count, agent_alias, channel_id, room_id, sender_id,"
+    " state, turn_id, turn_started_at"
+)
+# Hours and seconds past these reach back before any stored time (PostgreSQL's calendar starts in 4713 BC).
+MAX_HOURS = 50_000_000
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A text's terms as messages holds them: distinct term ids, each one's count, and the term total."""
+
+    dl: int
+    terms: list[int]
+    tfs: list[int]
+
+
+def stored(message: ChatMessage) -> tuple[str, str, bytes | None]:
+    """(role, content, raw) as a messages row holds them (see m001: TEXT cannot hold NUL)."""
+    if "\x00" not in message.role and "\x00" not in message.content:
+        return message.role, message.content, None
+    raw = json.dumps([message.role, message.content]).encode("utf-8")
+    return message.role.replace("\x00", "\ufffd"), message.content.replace("\x00", "\ufffd"), raw
+
+
+def exact(role: str, content: str, raw: bytes | None) -> tuple[str, str]:
+    """A messages row's role and content as they were written."""
+    if raw is None:
+        return role, content
+    role, content = json.loads(bytes(raw).decode("utf-8"))
+    return role, content
+
+
+def index_text(analyzer: Analyzer, text: str) -> Indexed:
+    counts = Counter(term_id(term) for term in analyzer.document_terms(text))
+    return Indexed(sum(counts.values()), list(counts), list(counts.values()))
+
+
+# Creates the session or bumps its count, taking its row lock either way (ON CONFLICT waits for and re-reads
+# a row another transaction holds), and returns its id, new count and the change's time.
+_BUMP = """
+    INSERT INTO sessions AS s (key, created_at, last_activity, message_count)
+    VALUES (%s, clock_timestamp(), clock_timestamp(), %s)
+    ON CONFLICT (key) DO UPDATE
+    SET message_count = s.message_count + EXCLUDED.message_count, last_activity = EXCLUDED.last_activity
+    RETURNING id, message_count, last_activity"""
+
+_INSERT = "INSERT INTO messages (session_id, idx, role, content, raw, created_at, dl, terms, tfs)"
+
+# The postings of the messages in m (id, session_id, dl, terms, tfs), one row per term.
+_POSTINGS = (
+    "INSERT INTO postings (term, tf, dl, message_id, session_id)"
+    " SELECT x.term, x.tf, m.dl, m.id, m.session_id FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
+)
+
+# One statement, one round trip: the new message takes the place the locked row's count gives it.
+_APPEND = f"""
+    WITH s AS ({_BUMP}),
+    m AS ({_INSERT}
+        SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
+        RETURNING id, session_id, dl, terms, tfs),
+    p AS ({_POSTINGS}),
+    c AS (UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = (SELECT mod(id, {SHARDS}) FROM s))
+    SELECT message_count FROM s"""
+
+
+def append(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed) -> int:
+    """Append one message (autocommit: the statement is its transaction); return the session's new count."""
+    row = cur.execute(_APPEND, [session_key, 1, *stored(message), ix.dl, ix.terms, ix.tfs, ix.dl]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def append_many(
+    cur: Cursor,
+    batch: Sequence[tuple[str, ChatMessage, Indexed]],
+    marks: Sequence[ImportMark],
+    times: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Append the messages in order, in the open transaction; return each session's new count. Sessions are
+    locked in key order, so two batches over the same sessions wait for each other instead of deadlocking.
+    times: each message's own time (an import), else the batch's."""
+    counts = Counter(key for key, _, _ in batch)
+    places: dict[str, list[Any]] = {}
+    for key in sorted(counts):
+        row = cur.execute(_BUMP, [key, counts[key]]).fetchone()
+        assert row is not None
+        places[key] = [row[0], row[1] - counts[key], row[2]]
+    # Ids in batch order, so that ties in search go to the later message as they do for single appends.
+    ids = [
+        row[0]
+        for row in cur.execute(
+            "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, %s) ORDER BY 1",
+            [len(batch)],
+        ).fetchall()
+    ]
+    shards: Counter[int] = Counter()
+    docs: Counter[int] = Counter()
+    columns = "id, session_id, idx, role, content, raw, created_at, dl, terms, tfs"
+    with cur.copy(f"COPY messages ({columns}) FROM STDIN") as copy:
+        for n, (message_id, (key, message, ix)) in enumerate(zip(ids, batch, strict=True)):
+            place = places[key]
+            at = place[2] if times is None else times[n]
+            copy.write_row((message_id, place[0], place[1], *stored(message), at, ix.dl, ix.terms, ix.tfs))
+            place[1] += 1
+            shards[place[0] % SHARDS] += ix.dl
+            docs[place[0] % SHARDS] += 1
+    with cur.copy("COPY postings (term, tf, dl, message_id, session_id) FROM STDIN") as copy:
+        for message_id, (key, _, ix) in zip(ids, batch, strict=True):
+            session_id = places[key][0]
+            for term, tf in zip(ix.terms, ix.tfs, strict=True):
+                copy.write_row((term, tf, ix.dl, message_id, session_id))
+    for shard in sorted(docs):
+        cur.execute(
+            "UPDATE _corpus SET docs = docs + %s, terms = terms + %s WHERE shard = %s",
+            [docs[shard], shards[shard], shard],
+        )
+    record_imports(cur, marks)
+    return {key: place[1] for key, place in places.items()}
+
+
+def record_imports(cur: Cursor, marks: Sequence[ImportMark]) -> None:
+    """Write the marks in the open transaction, each replacing the shorter mark of its file."""
+    for mark in marks:
+        if mark.replaces is not None:
+            cur.execute(
+                "DELETE FROM _imports WHERE session_key = %s AND sha256 = %s", [mark.session_key, mark.replaces]
+            )
+        cur.execute(
+            "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at)"
+            " VALUES (%s, %s, %s, %s, %s, clock_timestamp())",
+            [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source],
+        )
+
+
+def import_marks(cur: Cursor) -> dict[str, list[ImportMark]]:
+    """What earlier imports read, by session key, shortest first; marks from before a session was last created
+    (it was deleted since) no longer count."""
+    found = cur.execute(
+        "SELECT i.session_key, i.bytes, i.lines, i.sha256, i.source FROM _imports AS i JOIN sessions AS s"
+        " ON s.key = i.session_key WHERE i.imported_at >= s.created_at ORDER BY i.session_key, i.bytes, i.lines"
+    ).fetchall()
+    marks: dict[str, list[ImportMark]] = {}
+    for key, size, lines, sha256, source in found:
+        marks.setdefault(key, []).append(ImportMark(key, size, lines, sha256, source))
+    return marks
+
+
+def lock(cur: Cursor, session_key: str) -> tuple[int, int] | None:
+    """Lock the session's row until the transaction ends; its (id, message count), None if missing."""
+    row = cur.execute("SELECT id, message_count FROM sessions WHERE key = %s FOR UPDATE", [session_key]).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+# Deletes the postings of the messages in {source} (id, dl, terms, tfs): each entry is found by its whole key.
+_UNPOST = (
+    "DELETE FROM postings AS p USING {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf)"
+    " WHERE p.term = x.term AND p.tf = x.tf AND p.dl = {source}.dl AND p.message_id = {source}.id"
+)
+
+
+def delete_messages(cur: Cursor, where: str, params: Sequence[object]) -> int:
+    """Delete the messages matching where (over messages' columns), taking them out of the corpus statistics;
+    return how many. The sessions' rows must be locked already."""
+    row = cur.execute(
+        f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING id, session_id, dl, terms, tfs),
+        p AS ({_UNPOST.format(source="d")}),
+        g AS (SELECT mod(session_id, {SHARDS}) AS shard, count(*) AS n, sum(dl) AS t FROM d GROUP BY 1),
+        c AS (UPDATE _corpus SET docs = docs - g.n, terms = terms - g.t FROM g WHERE _corpus.shard = g.shard)
+        SELECT coalesce(sum(n), 0) FROM g""",
+        params,
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def remove_last(cur: Cursor, session_key: str) -> bool:
+    row = cur.execute(
+        "UPDATE sessions SET message_count = message_count - 1, last_activity = clock_timestamp()"
+        " WHERE key = %s AND message_count > 0 RETURNING id, message_count",
+        [session_key],
+    ).fetchone()
+    if row is None:
+        return False
+    delete_messages(cur, "session_id = %s AND idx = %s", [row[0], row[1]])
+    return True
+
+
+def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed) -> bool:
+    found = lock(cur, session_key)
+    if found is None or found[1] == 0:
+        return False
+    session_id, count = found
+    # Two statements: the old postings go before the new ones come (they may share a key), in this order.
+    cur.execute(
+        f"""WITH old AS (SELECT id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
+        p AS ({_UNPOST.format(source="old")}),
+        u AS (UPDATE messages AS m SET role = %s, content = %s, raw = %s, created_at = clock_timestamp(), dl = %s,
+                terms = %s::bigint[], tfs = %s::integer[]
+              FROM old WHERE m.id = old.id RETURNING old.dl AS old_dl, m.created_at),
+        s AS (UPDATE sessions SET last_activity = (SELECT created_at FROM u) WHERE id = %s)
+        UPDATE _corpus SET terms = terms + %s - (SELECT old_dl FROM u) WHERE shard = %s""",
+        [
+            session_id,
+            count - 1,
+            *stored(message),
+            ix.dl,
+            ix.terms,
+            ix.tfs,
+            session_id,
+            ix.dl,
+            session_id % SHARDS,
+        ],
+    )
+    cur.execute(
+        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s)"
+        f" {_POSTINGS}",
+        [session_id, count - 1],
+    )
+    return True
+
+
+def compact(cur: Cursor, session_key: str) -> int:
+    found = lock(cur, session_key)
+    if found is None or found[1] < 2:
+        return 0
+    session_id, _ = found
+    messages = cur.execute(
+        "SELECT id, role, content, raw FROM messages WHERE session_id = %s ORDER BY idx", [session_id]
+    ).fetchall()
+    kept = [r[0] for i, r in enumerate(messages) if i == 0 or r[1:] != messages[i - 1][1:]]
+    if len(kept) == len(messages):
+        return 0
+    gone = sorted(set(r[0] for r in messages) - set(kept))
+    delete_messages(cur, "id = ANY(%s::bigint[])", [gone])
+    # Renumbered through negative places, so no two messages hold one place in between.
+    cur.execute(
+        "UPDATE messages AS m SET idx = -k.n FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(id, n) WHERE m.id = k.id",
+        [kept],
+    )
+    cur.execute("UPDATE messages SET idx = -idx - 1 WHERE session_id = %s AND idx < 0", [session_id])
+    cur.execute(
+        "UPDATE sessions SET message_count = %s, last_activity = clock_timestamp() WHERE id = %s",
+        [len(kept), session_id],
+    )
+    return len(messages) - len(kept)
+
+
+def clear_messages(cur: Cursor, session_key: str) -> int:
+    found = lock(cur, session_key)
+    if found is None or found[1] == 0:
+        return 0
+    removed = delete_messages(cur, "session_id = %s", [found[0]])
+    cur.execute("UPDATE sessions SET message_count = 0, last_activity = clock_timestamp() WHERE id = %s", [found[0]])
+    return removed
+
+
+def delete_session(cur: Cursor, session_key: str) -> bool:
+    found = lock(cur, session_key)
+    if found is None:
+        return False
+    delete_messages(cur, "session_id = %s", [found[0]])
+    cur.execute("DELETE FROM sessions WHERE id = %s", [found[0]])
+    return True
+
+
+def cleanup_stale(cur: Cursor, ttl_hours: int) -> int:
+    # FOR UPDATE re-checks a row another transaction changed meanwhile (it may have become active or running).
+    ids = [
+        row[0]
+        for row in cur.execute(
+            "SELECT id FROM sessions WHERE last_activity < clock_timestamp() - make_interval(hours => %s::integer)"
+            " AND state IS DISTINCT FROM 'running' ORDER BY id FOR UPDATE",
+            [min(ttl_hours, MAX_HOURS)],
+        ).fetchall()
+    ]
+    if ids:
+        delete_messages(cur, "session_id = ANY(%s::bigint[])", [ids])
+        cur.execute("DELETE FROM sessions WHERE id = ANY(%s::bigint[])", [ids])
+    return len(ids)
+
+
+def set_columns(cur: Cursor, session_key: str, values: dict[str, str], params: list[object]) -> tuple[Any, ...]:
+    """Set columns of the session, creating it, in one statement; its row as stored. values maps our own column
+    names to SQL expressions, whose parameters are params in order."""
+    columns = "".join(f", {column}" for column in values)
+    exprs = "".join(f", {sql}" for sql in values.values())
+    sets = ", ".join(f"{column} = EXCLUDED.{column}" for column in values) or "key = s.key"
+    row = cur.execute(
+        f"INSERT INTO sessions AS s (key, created_at, last_activity{columns})"
+        f" VALUES (%s, clock_timestamp(), clock_timestamp(){exprs})"
+        f" ON CONFLICT (key) DO UPDATE SET {sets} RETURNING {COLUMNS}",
+        [session_key, *params],
+    ).fetchone()
+    assert row is not None
+    return row
