@@ -34,13 +34,12 @@ import anyio
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, RARE_WORD, THREE_WORDS, Corpus
 from benchmarks.stdio import OPS, Workload, run_stdio
-from benchmarks.timing import fmt, p95, time_calls
+from benchmarks.timing import append_results, fmt, p95, time_calls
 from mcp_sessions.models import SessionQuery
 from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 IMPORT_BATCH = 10_000
 CALL_TIMEOUT_S = 120
 
@@ -226,12 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster.close()
     text = report(args, corpus, results)
     print(text)
-    out = args.out or RESULTS / f"postgres-{datetime.now(UTC):%Y-%m-%d}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    existed = out.exists()
-    with out.open("a", encoding="utf-8") as f:
-        f.write(("\n" if existed else "# PostgreSQL store vs embedded store\n\n") + text)
-    print(f"written to {out}", file=sys.stderr)
+    append_results(text, "postgres", "PostgreSQL store vs embedded store", args.out)
 
 
 if __name__ == "__main__":

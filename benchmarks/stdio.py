@@ -33,12 +33,11 @@ if __package__ in (None, ""):  # run as `python benchmarks/stdio.py`
 import anyio
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, Corpus
-from benchmarks.timing import WARMUP, fmt, p95, time_calls
+from benchmarks.timing import WARMUP, append_results, fmt, p95, time_calls
 from mcp_sessions.models import ChatMessage, MessageSearch, SessionQuery
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 TITLE = "Protocol overhead: direct library calls vs MCP tool calls over stdio"
 IMPORT_BATCH = 50_000
 SEARCH_LIMIT = 50
@@ -328,12 +327,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = "\n\n".join([_header(args, corpus), table(direct, stdio), notes(corpus, built, direct, stdio)]) + "\n"
     print(report)
-    out = args.out or RESULTS / f"stdio-{datetime.now(UTC):%Y-%m-%d}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    existed = out.exists()
-    with out.open("a", encoding="utf-8") as f:
-        f.write(("\n" if existed else f"# {TITLE}\n\n") + report)
-    print(f"written to {out}", file=sys.stderr)
+    append_results(report, "stdio", TITLE, args.out)
 
 
 if __name__ == "__main__":

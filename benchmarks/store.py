@@ -33,11 +33,10 @@ if __package__ in (None, ""):  # run as `python benchmarks/store.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
-from benchmarks.timing import WARMUP, fmt, p95, time_calls
+from benchmarks.timing import WARMUP, append_results, fmt, p95, time_calls
 from mcp_sessions.models import SessionQuery
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 STORES = ("duckdb", "sqlite")
 DEFAULT_SIZES = "10000,100000"
 FAST_REPS, SEARCH_REPS = 200, 50
@@ -502,12 +501,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = "\n\n".join([_header(args, sizes, fast, searches), table(results), notes(results, generation)]) + "\n"
     print(report)
-    out = args.out or RESULTS / f"store-{datetime.now(UTC):%Y-%m-%d}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    existed = out.exists()
-    with out.open("a", encoding="utf-8") as f:
-        f.write(("\n" if existed else "# Store benchmark: DuckDB vs SQLite FTS5\n\n") + report)
-    print(f"written to {out}", file=sys.stderr)
+    append_results(report, "store", "Store benchmark: DuckDB vs SQLite FTS5", args.out)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Untimed calls before the timed ones.
 WARMUP = 3
@@ -38,3 +43,14 @@ def fmt(value: float | None) -> str:
     if abs(value) >= 1:
         return f"{value:.2f}"
     return f"{value:.3f}"
+
+
+def append_results(report: str, kind: str, title: str, out: Path | None = None) -> Path:
+    """Append the report to out (default results/KIND-<date>.md), headed by title when the file is new."""
+    out = out or RESULTS / f"{kind}-{datetime.now(UTC):%Y-%m-%d}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existed = out.exists()
+    with out.open("a", encoding="utf-8") as f:
+        f.write(("\n" if existed else f"# {title}\n\n") + report)
+    print(f"written to {out}", file=sys.stderr)
+    return out

@@ -37,10 +37,9 @@ if __package__ in (None, ""):  # run as `python benchmarks/wire.py`
 import anyio
 
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
-from benchmarks.timing import WARMUP, fmt, p95
+from benchmarks.timing import WARMUP, append_results, fmt, p95
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 TITLE = "Over the wire: mcp-sessions against an MCP server over SQLite FTS5"
 SIDES = ("ours", "sqlite")
 CALL_TIMEOUT_S = 120
@@ -543,12 +542,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(temp, ignore_errors=True)
         report = "\n\n".join([header(args, corpus), table(result, work), notes(corpus, loaded, result, args)]) + "\n"
         print(report, flush=True)
-        out = args.out or RESULTS / f"wire-{datetime.now(UTC):%Y-%m-%d}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        existed = out.exists()
-        with out.open("a", encoding="utf-8") as f:
-            f.write(("\n" if existed else f"# {TITLE}\n\n") + report)
-        print(f"written to {out}", file=sys.stderr)
+        append_results(report, "wire", TITLE, args.out)
 
 
 if __name__ == "__main__":
