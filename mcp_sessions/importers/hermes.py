@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..imported import ImportedMessage, ImportedSession, epoch_utc
 from .feeds import Feed, Format, Reading, continued
-from .sqlite import columns, open_read_only, tables
+from .sqlite import columns, open_read_only, read_database, tables
 
 # session_metadata field -> Hermes sessions column.
 _CONTEXT = {"name": "title", "channel_id": "source", "room_id": "chat_id", "sender_id": "user_id"}
@@ -25,9 +25,7 @@ def detect(path: Path) -> bool:
 
 
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
-    reading.files.append(reading.path)
-    with open_read_only(reading.path) as conn:
-        yield _feeds(reading, conn)
+    return read_database(reading, _feeds)
 
 
 def _time(reading: Reading, where: str, value: object) -> str | None:

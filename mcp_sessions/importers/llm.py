@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..imported import ImportedMessage, ImportedSession, parse_utc
 from .feeds import Feed, Format, Reading, continued
-from .sqlite import open_read_only, tables
+from .sqlite import read_database, tables
 
 _SELECT = "SELECT coalesce(conversation_id, id), id, prompt, response, datetime_utc FROM responses"
 
@@ -34,9 +34,7 @@ def detect(path: Path) -> bool:
 
 
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
-    reading.files.append(reading.path)
-    with open_read_only(reading.path) as conn:
-        yield _feeds(reading, conn)
+    return read_database(reading, _feeds)
 
 
 def _messages(reading: Reading, rows: Iterable[tuple[object, ...]]) -> Iterator[ImportedMessage]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..imported import ImportedMessage, ImportedSession, parse_utc
 from .feeds import Feed, Format, Reading, continued
-from .sqlite import open_read_only, tables
+from .sqlite import open_read_only, read_database, tables
 
 _SELECT = "SELECT session_id, id, message_data, created_at FROM agent_messages"
 
@@ -20,9 +20,7 @@ def detect(path: Path) -> bool:
 
 
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
-    reading.files.append(reading.path)
-    with open_read_only(reading.path) as conn:
-        yield _feeds(reading, conn)
+    return read_database(reading, _feeds)
 
 
 def _text(content: object) -> str | None:

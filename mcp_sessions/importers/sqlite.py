@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
+
+from .feeds import Feed, Reading
 
 MAGIC = b"SQLite format 3\x00"
 _COPY_TRIES = 5
@@ -95,3 +97,12 @@ def _wal_header(wal: Path) -> bytes:
             return file.read(32)
     except FileNotFoundError:
         return b""
+
+
+def read_database(
+    reading: Reading, feeds: Callable[[Reading, sqlite3.Connection], Iterable[Feed]]
+) -> Iterator[Iterable[Feed]]:
+    """A runtime's database as one unit of feeds, read through open_read_only while they are consumed."""
+    reading.files.append(reading.path)
+    with open_read_only(reading.path) as conn:
+        yield feeds(reading, conn)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..imported import ImportedMessage, ImportedSession, parse_utc
 from .feeds import Feed, Format, Reading, continued
-from .sqlite import columns, open_read_only, tables
+from .sqlite import columns, open_read_only, read_database, tables
 
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id")
 
@@ -23,9 +23,7 @@ def detect(path: Path) -> bool:
 
 
 def read(reading: Reading) -> Iterator[Iterable[Feed]]:
-    reading.files.append(reading.path)
-    with open_read_only(reading.path) as conn:
-        yield _feeds(reading, conn)
+    return read_database(reading, _feeds)
 
 
 def _time(reading: Reading, where: str, value: object) -> str | None:
