@@ -214,11 +214,10 @@ class LiveIndex:
                    SELECT * FROM (
                        SELECT * FROM _postings WHERE message_id NOT IN (SELECT message_id FROM _dead_messages)
                        UNION ALL
-                       {unnested_sql("id > ?")})
-                   ORDER BY term, message_id""",
-                [self.merged_upto],
+                       {unnested_sql(recent_ids_sql(self.merged_upto))})
+                   ORDER BY term, message_id"""
             )
-            cur.execute("UPDATE messages SET terms = NULL WHERE id > ?", [self.merged_upto])
+            cur.execute(f"UPDATE messages SET terms = NULL WHERE {recent_ids_sql(self.merged_upto)}")
             cur.execute("DROP TABLE _postings")
             cur.execute("ALTER TABLE _postings_sorted RENAME TO _postings")
             cur.execute("DELETE FROM _dead_messages")
