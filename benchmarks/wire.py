@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/wire.py`
 
 import anyio
 
+from benchmarks import floors
 from benchmarks.corpus import BIG_SESSION, COMMON_WORD, PAGE_SESSION, RARE_WORD, THREE_WORDS, Corpus
 from benchmarks.timing import WARMUP, append_results, fmt, p95
 
@@ -503,6 +504,23 @@ def notes(corpus: Corpus, loaded: dict[str, Any], result: dict[str, Any], args: 
     return "\n".join(lines)
 
 
+def floors_note(result: dict[str, Any]) -> str:
+    """The engines' own write floors, and what they leave of the append target."""
+    samples: Samples = result["samples"]
+    found = result["floors"]
+    text = [floors.table(found)]
+    if "append" in samples.rounds and "metadata" in samples.rounds:
+        trip = statistics.median(sum(samples.rounds["metadata"]["ours"], []))
+        theirs = statistics.median(sum(samples.rounds["append"]["sqlite"], []))
+        least = trip + found["duckdb_row"]
+        text.append(
+            f"Floor of an append with a DuckDB commit in its path: our round trip for a call answered from memory"
+            f" (get_session_metadata, {fmt(trip)} ms) + DuckDB's bare one-row write ({fmt(found['duckdb_row'])} ms)"
+            f" = {fmt(least)} ms, {least / theirs:.2f}x the SQLite server's append ({fmt(theirs)} ms)."
+        )
+    return "\n\n".join(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.wire", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="corpus sizes, comma-separated (default 100000)")
@@ -537,10 +555,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"timing {size:,} messages over stdio", file=sys.stderr, flush=True)
             work = Workload(corpus)
             result = anyio.run(measure, paths, work, args)
+            result["floors"] = floors.measure(folder / "floors")
         finally:
             if temp is not None:
                 shutil.rmtree(temp, ignore_errors=True)
-        report = "\n\n".join([header(args, corpus), table(result, work), notes(corpus, loaded, result, args)]) + "\n"
+        parts = [header(args, corpus), table(result, work), notes(corpus, loaded, result, args)]
+        report = "\n\n".join([*parts, floors_note(result)]) + "\n"
         print(report, flush=True)
         append_results(report, "wire", TITLE, args.out)
 
