@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import anyio
+import anyio.lowlevel
 import pydantic_core
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -343,6 +345,23 @@ def _forbid_extra(model: type[ArgModelBase]) -> type[ArgModelBase]:
     return Arguments
 
 
+# Tool calls that block run on at most this many worker threads, not the SDK's 40: each thread keeps a DuckDB
+# cursor and its own allocations (16 threads searching a 1M-message store hold ~60 MB more than 4), and with
+# one writer and a couple of CPUs more threads only wait.
+STORE_THREADS = 4
+_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("mcp_sessions_store_threads")
+
+
+def _store_threads() -> anyio.CapacityLimiter:
+    """The running event loop's limiter (a limiter belongs to one loop)."""
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(STORE_THREADS)
+        _limiter.set(limiter)
+        return limiter
+
+
 class _ArgumentsAsSent(FuncMetadata):
     """Validates the arguments as the client sent them; runs calls the backend answers from memory on the event
     loop (a worker thread's hop costs more than the answer); sends results as compact JSON."""
@@ -357,9 +376,12 @@ class _ArgumentsAsSent(FuncMetadata):
         arguments: dict[str, Any],
         arguments_to_pass_directly: dict[str, Any] | None = None,
     ) -> Any:
-        if not fn_is_async and self.inline is not None and self.inline(arguments):
-            return fn(**arguments, **(arguments_to_pass_directly or {}))
-        return await super().call_fn(fn, fn_is_async, arguments, arguments_to_pass_directly)
+        if fn_is_async:
+            return await super().call_fn(fn, fn_is_async, arguments, arguments_to_pass_directly)
+        call = functools.partial(fn, **arguments, **(arguments_to_pass_directly or {}))
+        if self.inline is not None and self.inline(arguments):
+            return call()
+        return await anyio.to_thread.run_sync(call, limiter=_store_threads())
 
     def convert_result(self, result: Any) -> Any:
         # Our tools return their own result model, validated as it was built: dump it once, no second validation,

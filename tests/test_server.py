@@ -486,3 +486,45 @@ def test_scoped_search_narrowing_in_the_backend(shared: DuckDBSessionBackend) ->
     assert scoped.list_sessions_with_metadata(agent_alias="b") == []
     scoped.set_session_context("a-1", SessionContext(channel_id="c"))
     assert shared.get_session_metadata("a-1").channel_id == "c"  # type: ignore[union-attr]
+
+
+async def test_calls_that_block_share_a_few_worker_threads_and_all_complete() -> None:
+    """16 searches at once run on at most STORE_THREADS threads (each thread costs a cursor and its memory)."""
+    import anyio
+
+    from mcp_sessions.server import STORE_THREADS
+
+    running, most, lock = 0, 0, threading.Lock()
+    threads: set[int] = set()
+    release = threading.Event()
+
+    class Counting(MemorySessionBackend):
+        def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+            return False  # as a store's search: on a worker thread
+
+        def search_messages_page(self, search: Any) -> Any:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+                threads.add(threading.get_ident())
+            release.wait(0.2)  # hold the thread so that calls pile up
+            with lock:
+                running -= 1
+            return super().search_messages_page(search)
+
+    store = Counting()
+    store.append("k", ChatMessage(role="user", content="find me"))
+    async with Client(build_server(store)) as connected:
+        hits: list[int] = []
+
+        async def one() -> None:
+            result = await call(connected, "search_messages", {"query": "find"})
+            hits.append(len(result["hits"]))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(16):
+                group.start_soon(one)
+    assert hits == [1] * 16
+    assert most == STORE_THREADS, (most, len(threads))
+    assert len(threads) <= STORE_THREADS
