@@ -194,8 +194,9 @@ class Analyzer:
 
     def first_match(self, text: str, terms: set[str]) -> tuple[int, int] | None:
         """Span of the first token of text that yields one of terms."""
+        _, terms_of = self._tokens_many([text], query=False)  # each token's terms, from the analyzer's cache
         for match in _TOKEN.finditer(text):
-            found = terms.intersection(self._terms(match.group(), query=False))
+            found = terms.intersection(terms_of(match.group()))
             if found:
                 # Inside a run of unspaced script (one token, maybe thousands of characters long) point
                 # at the matched characters themselves.

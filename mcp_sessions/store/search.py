@@ -8,6 +8,8 @@ Python when the terms are rare (a few rows fetched beat a planned aggregate), in
 
 from __future__ import annotations
 
+import heapq
+import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -231,8 +233,9 @@ def _ranked_sql(plan: _Plan, limit: int | None) -> str:
 
 def _ranked(cur: Cursor, plan: _Plan, limit: int | None) -> list[Scored]:
     if plan.fetched is not None:
-        ranked = sorted(_score_in_python(plan), key=lambda r: (r[2], r[0]), reverse=True)
-        return ranked if limit is None else ranked[:limit]
+        scored = _score_in_python(plan)
+        best = operator.itemgetter(2, 0)
+        return sorted(scored, key=best, reverse=True) if limit is None else heapq.nlargest(limit, scored, key=best)
     rows = cur.execute(_ranked_sql(plan, limit), plan.params).fetchall()
     return [(m, s, float(score)) for m, s, score in rows]
 
