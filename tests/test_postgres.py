@@ -267,6 +267,26 @@ def test_the_human_commands_work_on_a_database(pg_uri: str, tmp_path: Path) -> N
     assert [json.loads(line)["content"] for line in everything.read_text().splitlines()] == [
         m["content"] for m in lines
     ]
+    # Parquet holds the same rows, with the types the embedded store's export gives them.
+    parquet = tmp_path / "all.parquet"
+    exported = _cli("export", "--db", pg_uri, "--all", str(parquet))
+    assert exported.returncode == 0, exported.stderr
+    import duckdb
+
+    table = duckdb.sql(f"SELECT * FROM read_parquet('{parquet}')")
+    assert dict(zip(table.columns, map(str, table.types), strict=True)) == {
+        "session_key": "VARCHAR",
+        "index": "BIGINT",
+        "role": "VARCHAR",
+        "content": "VARCHAR",
+        "created_at": "VARCHAR",
+        "session_name": "VARCHAR",
+        "agent_alias": "VARCHAR",
+    }
+    assert [dict(zip(table.columns, row, strict=True)) for row in table.fetchall()] == [
+        json.loads(line) for line in everything.read_text().splitlines()
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("all.")) == ["all.jsonl", "all.parquet"]
     out = tmp_path / "out"
     assert _cli("export", "--db", pg_uri, str(out)).returncode == 0
     assert [json.loads(line) for line in (out / "chat-1.jsonl").read_text().splitlines()] == lines

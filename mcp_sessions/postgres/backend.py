@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import psycopg
 
@@ -281,11 +282,25 @@ class PostgresSessionBackend(SessionBackend):
     def merge(self) -> None:
         """Nothing to do: the postings table is indexed as each write commits (the embedded store merges)."""
 
-    @read
     def export_messages(self, path: str | os.PathLike[str], format: str) -> int:
-        """Write every message to one JSON Lines file (format 'json'), as the embedded store writes it."""
-        if format != "json":
-            raise InvalidArgument(f"a PostgreSQL store exports JSON Lines (.jsonl) only, not {format!r}")
+        """Write every message to one file, format 'json' (JSON Lines) or 'parquet', as the embedded store writes
+        them: Parquet is the JSON Lines, streamed to a file beside the target and converted by DuckDB."""
+        if format not in ("json", "parquet"):
+            raise InvalidArgument(f"format must be 'json' or 'parquet', got {format!r}")
+        if format == "json":
+            return self._export_jsonl(path)
+        from ..export_files import parquet_from_jsonl
+
+        target = Path(path)
+        lines = target.with_name(target.name + ".jsonl.partial")
+        try:
+            self._export_jsonl(lines)
+            return parquet_from_jsonl(lines, target)
+        finally:
+            lines.unlink(missing_ok=True)
+
+    @read
+    def _export_jsonl(self, path: str | os.PathLike[str]) -> int:
         count = 0
         with self._db.transaction() as cur, open(path, "w", encoding="utf-8") as out:
             rows = cur.stream(
