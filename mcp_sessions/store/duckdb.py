@@ -179,23 +179,19 @@ class DuckDBSessionBackend(Transfers, SessionBackend):
             self._index.add_terms(tids)
             rewritten = 0
             last_pos = slot.session_id * POS + slot.count - 1
+            # The session's new time goes in the same call to DuckDB as the message's first statement (our own
+            # time and int written into the SQL; DuckDB binds the parameters of the last statement).
+            touch = f"UPDATE sessions SET last_activity = '{at}' WHERE id = {int(slot.session_id)}; "
             if slot.last_id is not None and slot.last_id > self._index.merged_upto:
                 # Its postings are in its own row: rewrite the row in place (text columns update in place).
                 row = first(
                     cur,
                     # The place is checked too: a slot that were wrong must not rewrite another message.
-                    "UPDATE messages SET role = ?, content = ?, created_at = ?, dl = ?, terms = ?"
+                    touch + "UPDATE messages SET role = ?, content = ?, created_at = ?, dl = ?, terms = ?"
                     " WHERE id = ? AND pos = ?",
-                    [
-                        message.role,
-                        message.content,
-                        at,
-                        dl,
-                        indexed.text,
-                        slot.last_id,
-                        slot.session_id * POS + slot.count - 1,
-                    ],
+                    [message.role, message.content, at, dl, indexed.text, slot.last_id, last_pos],
                 )
+                touch = ""
                 rewritten = 0 if row is None else int(row[0])
             if rewritten == 1:
                 self._index.count(0, dl - (slot.last_dl or 0))
@@ -204,10 +200,11 @@ class DuckDBSessionBackend(Transfers, SessionBackend):
                 # Merged postings are masked by id: the new text is a new message in the same place.
                 writer.kill(cur, "pos = ?", [last_pos])
                 added = writer.insert_messages(
-                    cur, [(slot.session_id, slot.count - 1, message.role, message.content, at, indexed)]
+                    cur,
+                    [(slot.session_id, slot.count - 1, message.role, message.content, at, indexed)],
+                    before=touch,
                 )
                 updated = Slot(slot.session_id, slot.count, *added[0])
-            cur.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", [at, slot.session_id])
             writer.remember(session_key, updated)
             writer.touched(session_key, last_activity=at)
             last = TimestampedMessage(
