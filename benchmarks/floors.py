@@ -1,4 +1,4 @@
-"""What one durable write costs each engine by itself, in-process: the floor under a write tool's time.
+"""What one durable write and one point read cost each engine by itself, in-process: the floor under a tool call.
 
 Over the wire an append pays the MCP round trip (the same on both servers: compare get_session_metadata) plus
 the engine's write. If the engine's bare one-row write is already close to the SQLite server's whole call,
@@ -47,6 +47,29 @@ def duckdb_row(folder: Path) -> float:
         db.close()
 
 
+def duckdb_point_read(folder: Path) -> float:
+    """One row by its primary key from a 100,000-row table: the least a read of the store costs."""
+    db = duckdb.connect(str(folder / "read.duckdb"))
+    db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, text VARCHAR)")
+    db.execute("INSERT INTO t SELECT i, 'row ' || i FROM range(100000) r(i)")
+    try:
+        return _p50_ms(lambda i: db.execute(f"SELECT text FROM t WHERE id = {i * 7 % 100000}").fetchall())
+    finally:
+        db.close()
+
+
+def sqlite_point_read(folder: Path) -> float:
+    db = sqlite3.connect(str(folder / "read.db"), isolation_level=None)
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT)")
+    with db:  # one transaction
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO t VALUES (?, ?)", ((i, f"row {i}") for i in range(100000)))
+    try:
+        return _p50_ms(lambda i: db.execute("SELECT text FROM t WHERE id = ?", [i * 7 % 100000]).fetchall())
+    finally:
+        db.close()
+
+
 def sqlite_row(folder: Path, synchronous: str) -> float:
     db = sqlite3.connect(str(folder / f"floor-{synchronous}.db"), isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
@@ -81,6 +104,8 @@ def measure(folder: Path) -> dict[str, float]:
         "sqlite_normal_row": sqlite_row(folder, "NORMAL"),
         "sqlite_full_row": sqlite_row(folder, "FULL"),
         "our_append": our_append(folder),
+        "duckdb_read": duckdb_point_read(folder),
+        "sqlite_read": sqlite_point_read(folder),
     }
 
 
@@ -90,7 +115,9 @@ def table(floors: dict[str, float]) -> str:
         ("our append in-process (one message to a known session, indexed)", floors["our_append"]),
         ("SQLite WAL, synchronous NORMAL: one-row INSERT + COMMIT", floors["sqlite_normal_row"]),
         ("SQLite WAL, synchronous FULL: one-row INSERT + COMMIT", floors["sqlite_full_row"]),
+        ("DuckDB: one row by primary key of 100,000", floors["duckdb_read"]),
+        ("SQLite: one row by primary key of 100,000", floors["sqlite_read"]),
     ]
-    lines = ["| write, in-process, same run | p50 ms |", "|---|---:|"]
+    lines = ["| engine floor, in-process, same run | p50 ms |", "|---|---:|"]
     lines += [f"| {label} | {value:.3f} |" for label, value in rows]
     return "\n".join(lines)
