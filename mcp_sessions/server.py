@@ -345,21 +345,23 @@ def _forbid_extra(model: type[ArgModelBase]) -> type[ArgModelBase]:
     return Arguments
 
 
-# Tool calls that block run on at most this many worker threads, not the SDK's 40: each thread keeps a DuckDB
-# cursor and its own allocations (16 threads searching a 1M-message store hold ~60 MB more than 4), and with
-# one writer and a couple of CPUs more threads only wait.
-STORE_THREADS = 4
-_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("mcp_sessions_store_threads")
+# Reads that block run on at most READ_THREADS worker threads, not the SDK's 40: each thread keeps a DuckDB cursor
+# and its own allocations (16 threads searching a 1M-message store hold ~60 MB more than 4), and with a couple of
+# CPUs more threads only wait. Writes get threads of their own: they mostly wait for the one writer (group commit
+# batches the appends waiting), and must not take the threads reads need while a merge holds the writer.
+READ_THREADS = 4
+WRITE_THREADS = 16
+_limiters: anyio.lowlevel.RunVar[dict[bool, anyio.CapacityLimiter]] = anyio.lowlevel.RunVar("mcp_sessions_threads")
 
 
-def _store_threads() -> anyio.CapacityLimiter:
-    """The running event loop's limiter (a limiter belongs to one loop)."""
+def _threads(read_only: bool) -> anyio.CapacityLimiter:
+    """The running event loop's limiter for reads or for writes (a limiter belongs to one loop)."""
     try:
-        return _limiter.get()
+        limiters = _limiters.get()
     except LookupError:
-        limiter = anyio.CapacityLimiter(STORE_THREADS)
-        _limiter.set(limiter)
-        return limiter
+        limiters = {True: anyio.CapacityLimiter(READ_THREADS), False: anyio.CapacityLimiter(WRITE_THREADS)}
+        _limiters.set(limiters)
+    return limiters[read_only]
 
 
 class _ArgumentsAsSent(FuncMetadata):
@@ -381,7 +383,7 @@ class _ArgumentsAsSent(FuncMetadata):
         call = functools.partial(fn, **arguments, **(arguments_to_pass_directly or {}))
         if self.inline is not None and self.inline(arguments):
             return call()
-        return await anyio.to_thread.run_sync(call, limiter=_store_threads())
+        return await anyio.to_thread.run_sync(call, limiter=_threads(fn.__name__ in READ_ONLY_TOOLS))
 
     def convert_result(self, result: Any) -> Any:
         # Our tools return their own result model, validated as it was built: dump it once, no second validation,

@@ -489,10 +489,10 @@ def test_scoped_search_narrowing_in_the_backend(shared: DuckDBSessionBackend) ->
 
 
 async def test_calls_that_block_share_a_few_worker_threads_and_all_complete() -> None:
-    """16 searches at once run on at most STORE_THREADS threads (each thread costs a cursor and its memory)."""
+    """16 searches at once run on at most READ_THREADS threads (each thread costs a cursor and its memory)."""
     import anyio
 
-    from mcp_sessions.server import STORE_THREADS
+    from mcp_sessions.server import READ_THREADS
 
     running, most, lock = 0, 0, threading.Lock()
     threads: set[int] = set()
@@ -526,5 +526,35 @@ async def test_calls_that_block_share_a_few_worker_threads_and_all_complete() ->
             for _ in range(16):
                 group.start_soon(one)
     assert hits == [1] * 16
-    assert most == STORE_THREADS, (most, len(threads))
-    assert len(threads) <= STORE_THREADS
+    assert most == READ_THREADS, (most, len(threads))
+    assert len(threads) <= READ_THREADS
+
+
+async def test_reads_are_answered_while_every_write_waits_for_the_writer() -> None:
+    """Writes stuck behind the writer (a long merge, say) must not take the threads that reads need."""
+    import anyio
+
+    release = threading.Event()
+    waiting = threading.Semaphore(0)
+
+    class SlowWriter(MemorySessionBackend):
+        def answers_from_memory(self, tool: str, arguments: dict[str, object]) -> bool:
+            return False  # as a store: every call on a worker thread
+
+        def append(self, session_key: str, message: ChatMessage) -> int:
+            waiting.release()
+            release.wait(10)
+            return super().append(session_key, message)
+
+    store = SlowWriter()
+    async with Client(build_server(store)) as connected:
+        async with anyio.create_task_group() as group:
+            for n in range(8):
+                group.start_soon(call, connected, "append", {"session_key": f"s{n}", "message": message("x")})
+            for _ in range(8):  # every append is on a thread, waiting
+                await anyio.to_thread.run_sync(waiting.acquire)
+            with anyio.fail_after(5):
+                assert (await call(connected, "search_messages", {"query": "x"}))["hits"] == []
+                assert (await call(connected, "list_sessions", {}))["sessions"] == []
+            release.set()
+        assert sorted((await call(connected, "list_sessions", {}))["sessions"]) == [f"s{n}" for n in range(8)]
