@@ -69,37 +69,6 @@ def cmd_export(store: DuckDBSessionBackend, options: argparse.Namespace, out: Te
     return 0
 
 
-# The columns of `export --all`, as the embedded store's COPY writes them (see store/imports.export_messages).
-ALL_COLUMNS = {
-    "session_key": "VARCHAR",
-    "index": "BIGINT",
-    "role": "VARCHAR",
-    "content": "VARCHAR",
-    "created_at": "VARCHAR",
-    "session_name": "VARCHAR",
-    "agent_alias": "VARCHAR",
-}
-
-
-def parquet_from_jsonl(source: Path, target: Path) -> int:
-    """Rewrite an `export --all` JSON Lines file as Parquet with the embedded store's column types; return the
-    rows. DuckDB (a dependency anyway) streams it, spilling to its own temporary folder, not to memory."""
-    import duckdb
-
-    def quoted(text: str) -> str:  # COPY and read_json take no parameters: paths go in as literals
-        return "'" + text.replace("'", "''") + "'"
-
-    columns = "{" + ", ".join(f"{quoted(name)}: {quoted(kind)}" for name, kind in ALL_COLUMNS.items()) + "}"
-    selected = ", ".join(f'"{name}"' for name in ALL_COLUMNS)
-    with duckdb.connect() as db:
-        db.execute(f"SET temp_directory = {quoted(str(target.parent / (target.name + '.tmp')))}")
-        row = db.execute(
-            f"COPY (SELECT {selected} FROM read_json({quoted(str(source))}, format = 'newline_delimited',"
-            f" columns = {columns})) TO {quoted(str(target))} (FORMAT parquet)"
-        ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
 def export_file_name(key: str) -> str:
     """<key>.jsonl, so that importing it gives the same key; percent-escaped, and shortened, when it can't be."""
     name = key + ".jsonl"

@@ -27,7 +27,7 @@ from ..models import (
     TimestampedMessage,
 )
 from ..recall import Candidate, assemble
-from ..store.imports import ImportMark
+from ..store.imports import ImportMark, parquet_from_jsonl
 from ..terms import Analyzer, term_id
 from . import search, sessions, writes
 from .bulk import PostgresBulkImport
@@ -289,8 +289,6 @@ class PostgresSessionBackend(SessionBackend):
             raise InvalidArgument(f"format must be 'json' or 'parquet', got {format!r}")
         if format == "json":
             return self._export_jsonl(path)
-        from ..export_files import parquet_from_jsonl
-
         target = Path(path)
         lines = target.with_name(target.name + ".jsonl.partial")
         try:

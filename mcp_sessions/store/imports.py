@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
 
 from .connection import Connection
 from .sql import Cursor
@@ -65,5 +68,35 @@ def export_messages(conn: Connection, path: str | os.PathLike[str], format: str)
             " s.name AS session_name, s.agent_alias"
             " FROM messages AS m JOIN sessions AS s ON s.id = m.session_id ORDER BY m.session_id, m.idx)"
             f" TO {target} (FORMAT {format})"
+        ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+# The columns of `export --all`, as the embedded store's COPY writes them (see export_messages above).
+ALL_COLUMNS = {
+    "session_key": "VARCHAR",
+    "index": "BIGINT",
+    "role": "VARCHAR",
+    "content": "VARCHAR",
+    "created_at": "VARCHAR",
+    "session_name": "VARCHAR",
+    "agent_alias": "VARCHAR",
+}
+
+
+def parquet_from_jsonl(source: Path, target: Path) -> int:
+    """Rewrite an `export --all` JSON Lines file as Parquet with the embedded store's column types; return the
+    rows. DuckDB (a dependency anyway) streams it, spilling to its own temporary folder, not to memory."""
+
+    def quoted(text: str) -> str:  # COPY and read_json take no parameters: paths go in as literals
+        return "'" + text.replace("'", "''") + "'"
+
+    columns = "{" + ", ".join(f"{quoted(name)}: {quoted(kind)}" for name, kind in ALL_COLUMNS.items()) + "}"
+    selected = ", ".join(f'"{name}"' for name in ALL_COLUMNS)
+    with duckdb.connect() as db:
+        db.execute(f"SET temp_directory = {quoted(str(target.parent / (target.name + '.tmp')))}")
+        row = db.execute(
+            f"COPY (SELECT {selected} FROM read_json({quoted(str(source))}, format = 'newline_delimited',"
+            f" columns = {columns})) TO {quoted(str(target))} (FORMAT parquet)"
         ).fetchone()
     return 0 if row is None else int(row[0])
