@@ -90,6 +90,14 @@ class Database:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        """A cursor inside one read-only REPEATABLE READ transaction: all its statements see the database as it
+        was at the first, for a read that takes several statements to answer one question."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
 
 def connect(conninfo: str, *, read_only: bool = False) -> psycopg.Connection[Any]:
     """One connection outside the pool (migrations run on it), with the pool's options."""

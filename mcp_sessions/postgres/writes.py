@@ -75,6 +75,24 @@ _POSTINGS = (
     " SELECT x.term, x.tf, m.dl, m.id, m.session_id FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
 )
 
+# Raises the session's bound for each term (see m003) by the rows of {source} (term, session_id, max_tf, min_dl,
+# witnessed), at most one per (term, session). A row that would not change is left alone (no new row version):
+# the common case, a message holding the term no more often than, and not shorter than, the session's others.
+_BOUND = """
+    INSERT INTO session_terms AS st (term, session_id, max_tf, min_dl, witnessed) {source}
+    ON CONFLICT (term, session_id) DO UPDATE SET
+        max_tf = greatest(st.max_tf, EXCLUDED.max_tf),
+        min_dl = least(st.min_dl, EXCLUDED.min_dl),
+        witnessed = (EXCLUDED.witnessed AND EXCLUDED.max_tf >= st.max_tf AND EXCLUDED.min_dl <= st.min_dl)
+            OR (st.witnessed AND st.max_tf >= EXCLUDED.max_tf AND st.min_dl <= EXCLUDED.min_dl)
+    WHERE EXCLUDED.max_tf > st.max_tf OR EXCLUDED.min_dl < st.min_dl
+        OR (EXCLUDED.witnessed AND NOT st.witnessed AND EXCLUDED.max_tf = st.max_tf AND EXCLUDED.min_dl = st.min_dl)"""
+
+# The bounds of the messages in m (id, session_id, dl, terms, tfs), each message witnessing its own terms.
+_BOUNDS = _BOUND.format(
+    source="SELECT x.term, m.session_id, x.tf, m.dl, true FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
+)
+
 # One statement, one round trip: the new message takes the place the locked row's count gives it.
 _APPEND = f"""
     WITH s AS ({_BUMP}),
@@ -82,6 +100,7 @@ _APPEND = f"""
         SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
         RETURNING id, session_id, dl, terms, tfs),
     p AS ({_POSTINGS}),
+    b AS ({_BOUNDS}),
     c AS (UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = (SELECT mod(id, {SHARDS}) FROM s))
     SELECT message_count FROM s"""
 
@@ -132,6 +151,27 @@ def append_many(
             session_id = places[key][0]
             for term, tf in zip(ix.terms, ix.tfs, strict=True):
                 copy.write_row((term, tf, ix.dl, message_id, session_id))
+    # One bound row per (term, session) of the batch: its largest tf, smallest dl, and whether one message
+    # holds both.
+    bounds: dict[tuple[int, int], list[Any]] = {}
+    for key, _, ix in batch:
+        session_id = places[key][0]
+        for term, tf in zip(ix.terms, ix.tfs, strict=True):
+            b = bounds.get((term, session_id))
+            if b is None:
+                bounds[(term, session_id)] = [tf, ix.dl, True]
+            elif tf >= b[0] and ix.dl <= b[1]:
+                b[:] = [tf, ix.dl, True]
+            elif tf > b[0] or ix.dl < b[1]:
+                b[:] = [max(tf, b[0]), min(ix.dl, b[1]), False]
+    if bounds:
+        items = sorted(bounds.items())
+        cur.execute(
+            _BOUND.format(
+                source="SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])"
+            ),
+            [[k[0] for k, _ in items], [k[1] for k, _ in items], *([v[i] for _, v in items] for i in range(3))],
+        )
     for shard in sorted(docs):
         cur.execute(
             "UPDATE _corpus SET docs = docs + %s, terms = terms + %s WHERE shard = %s",
@@ -181,18 +221,35 @@ _UNPOST = (
 )
 
 
-def delete_messages(cur: Cursor, where: str, params: Sequence[object]) -> int:
+# A bound whose witness (see m003) may be among the messages in {source} (id, session_id, dl, terms, tfs) is no
+# longer known to be met: it stays, too high perhaps, and searches score that session's messages instead.
+_UNWITNESS = (
+    "UPDATE session_terms AS st SET witnessed = false"
+    " FROM {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf)"
+    " WHERE st.term = x.term AND st.session_id = {source}.session_id AND st.witnessed AND st.max_tf = x.tf"
+    " AND st.min_dl = {source}.dl"
+)
+
+
+def delete_messages(cur: Cursor, where: str, params: Sequence[object], *, whole: bool = False) -> int:
     """Delete the messages matching where (over messages' columns), taking them out of the corpus statistics;
-    return how many. The sessions' rows must be locked already."""
+    return how many. The sessions' rows must be locked already. whole: they are all of their sessions' messages
+    (the caller then drops the sessions' bounds, see forget_bounds)."""
+    unwitness = "" if whole else f"w AS ({_UNWITNESS.format(source='d')}),"
     row = cur.execute(
         f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING id, session_id, dl, terms, tfs),
-        p AS ({_UNPOST.format(source="d")}),
+        p AS ({_UNPOST.format(source="d")}), {unwitness}
         g AS (SELECT mod(session_id, {SHARDS}) AS shard, count(*) AS n, sum(dl) AS t FROM d GROUP BY 1),
         c AS (UPDATE _corpus SET docs = docs - g.n, terms = terms - g.t FROM g WHERE _corpus.shard = g.shard)
         SELECT coalesce(sum(n), 0) FROM g""",
         params,
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def forget_bounds(cur: Cursor, session_ids: list[int]) -> None:
+    """Drop the bounds of sessions left without messages (or deleted), in the transaction that emptied them."""
+    cur.execute("DELETE FROM session_terms WHERE session_id = ANY(%s::bigint[])", [session_ids])
 
 
 def remove_last(cur: Cursor, session_key: str) -> bool:
@@ -214,8 +271,9 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
     session_id, count = found
     # Two statements: the old postings go before the new ones come (they may share a key), in this order.
     cur.execute(
-        f"""WITH old AS (SELECT id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
+        f"""WITH old AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
         p AS ({_UNPOST.format(source="old")}),
+        w AS ({_UNWITNESS.format(source="old")}),
         u AS (UPDATE messages AS m SET role = %s, content = %s, raw = %s, created_at = clock_timestamp(), dl = %s,
                 terms = %s::bigint[], tfs = %s::integer[]
               FROM old WHERE m.id = old.id RETURNING old.dl AS old_dl, m.created_at),
@@ -234,8 +292,8 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
         ],
     )
     cur.execute(
-        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s)"
-        f" {_POSTINGS}",
+        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),"
+        f" p AS ({_POSTINGS}) {_BOUNDS}",
         [session_id, count - 1],
     )
     return True
@@ -271,7 +329,8 @@ def clear_messages(cur: Cursor, session_key: str) -> int:
     found = lock(cur, session_key)
     if found is None or found[1] == 0:
         return 0
-    removed = delete_messages(cur, "session_id = %s", [found[0]])
+    removed = delete_messages(cur, "session_id = %s", [found[0]], whole=True)
+    forget_bounds(cur, [found[0]])
     cur.execute("UPDATE sessions SET message_count = 0, last_activity = clock_timestamp() WHERE id = %s", [found[0]])
     return removed
 
@@ -280,7 +339,8 @@ def delete_session(cur: Cursor, session_key: str) -> bool:
     found = lock(cur, session_key)
     if found is None:
         return False
-    delete_messages(cur, "session_id = %s", [found[0]])
+    delete_messages(cur, "session_id = %s", [found[0]], whole=True)
+    forget_bounds(cur, [found[0]])
     cur.execute("DELETE FROM sessions WHERE id = %s", [found[0]])
     return True
 
@@ -296,7 +356,8 @@ def cleanup_stale(cur: Cursor, ttl_hours: int) -> int:
         ).fetchall()
     ]
     if ids:
-        delete_messages(cur, "session_id = ANY(%s::bigint[])", [ids])
+        delete_messages(cur, "session_id = ANY(%s::bigint[])", [ids], whole=True)
+        forget_bounds(cur, ids)
         cur.execute("DELETE FROM sessions WHERE id = ANY(%s::bigint[])", [ids])
     return len(ids)
 
