@@ -76,8 +76,10 @@ _POSTINGS = (
 )
 
 # Raises the session's bound for each term (see m003) by the rows of {source} (term, session_id, max_tf, min_dl,
-# witnessed), at most one per (term, session). A row that would not change is left alone (no new row version):
-# the common case, a message holding the term no more often than, and not shorter than, the session's others.
+# witnessed), at most one per (term, session). A row that would not change gets no new version (it is locked,
+# though): the common case, a message holding the term no more often than, and not shorter than, the others.
+# The conflict is decided on the row's latest version, whatever the statement's snapshot: _APPEND's was taken
+# before it waited for the session's lock, and may not hold what the previous holder of that lock wrote.
 _BOUND = """
     INSERT INTO session_terms AS st (term, session_id, max_tf, min_dl, witnessed) {source}
     ON CONFLICT (term, session_id) DO UPDATE SET
@@ -88,10 +90,18 @@ _BOUND = """
     WHERE EXCLUDED.max_tf > st.max_tf OR EXCLUDED.min_dl < st.min_dl
         OR (EXCLUDED.witnessed AND NOT st.witnessed AND EXCLUDED.max_tf = st.max_tf AND EXCLUDED.min_dl = st.min_dl)"""
 
-# The bounds of the messages in m (id, session_id, dl, terms, tfs), each message witnessing its own terms.
-_BOUNDS = _BOUND.format(
-    source="SELECT x.term, m.session_id, x.tf, m.dl, true FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
+# The same, written by a statement that runs after the session's lock was taken (so its snapshot holds the
+# session's bounds as they are): the rows that would not change are left out before the upsert, which would
+# otherwise lock (write) each of them.
+_CHANGED_BOUND = _BOUND.format(
+    source="""SELECT n.* FROM ({source}) AS n (term, session_id, max_tf, min_dl, witnessed)
+    LEFT JOIN session_terms AS o USING (term, session_id)
+    WHERE o.term IS NULL OR n.max_tf > o.max_tf OR n.min_dl < o.min_dl
+        OR (n.witnessed AND NOT o.witnessed AND n.max_tf = o.max_tf AND n.min_dl = o.min_dl)"""
 )
+
+# The bound rows of the messages in m (id, session_id, dl, terms, tfs), each message witnessing its own terms.
+_MESSAGE_BOUNDS = "SELECT x.term, m.session_id, x.tf, m.dl, true FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
 
 # One statement, one round trip: the new message takes the place the locked row's count gives it.
 _APPEND = f"""
@@ -100,7 +110,7 @@ _APPEND = f"""
         SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
         RETURNING id, session_id, dl, terms, tfs),
     p AS ({_POSTINGS}),
-    b AS ({_BOUNDS}),
+    b AS ({_BOUND.format(source=_MESSAGE_BOUNDS)}),
     c AS (UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = (SELECT mod(id, {SHARDS}) FROM s))
     SELECT message_count FROM s"""
 
@@ -167,7 +177,7 @@ def append_many(
     if bounds:
         items = sorted(bounds.items())
         cur.execute(
-            _BOUND.format(
+            _CHANGED_BOUND.format(
                 source="SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])"
             ),
             [[k[0] for k, _ in items], [k[1] for k, _ in items], *([v[i] for _, v in items] for i in range(3))],
@@ -293,7 +303,7 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
     )
     cur.execute(
         f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),"
-        f" p AS ({_POSTINGS}) {_BOUNDS}",
+        f" p AS ({_POSTINGS}) {_CHANGED_BOUND.format(source=_MESSAGE_BOUNDS)}",
         [session_id, count - 1],
     )
     return True
