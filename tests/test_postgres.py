@@ -499,3 +499,23 @@ def test_m003_bounds_the_sessions_of_a_database_written_before_it(pg_cluster: Cl
                 assert searched(store, word, 5) == best_sessions(store, word, 5)
     finally:
         pg_cluster.drop(uri)
+
+
+def test_a_search_for_several_words_ranks_as_the_embedded_store_whether_or_not_pairs_settle_it(pg_uri: str) -> None:
+    rows = corpus(1_200, seed=29)
+    with DuckDBSessionBackend(":memory:") as duck, PostgresSessionBackend(pg_uri) as pg:
+        for store in (duck, pg):
+            for n, (key, message) in enumerate(rows):
+                store.append(key, message)
+                if n % 7 == 0:
+                    store.set_session_agent_alias(key, "bot")
+        # Few sessions hold two of these words in one message (the search falls back to every posting) or many.
+        for query in (f"{RARE_WORD} w0", f"{COMMON_WORD} w1", "database timeout retry w2", "w250 w260 w270"):
+            for limit in (1, 5, 40, 200):
+                for agent in (None, "bot"):
+                    want = [m.key for m in duck.search(SessionQuery(keyword=query, limit=limit), agent)]
+                    assert [m.key for m in pg.search(SessionQuery(keyword=query, limit=limit), agent)] == want, (
+                        query,
+                        limit,
+                        agent,
+                    )

@@ -159,6 +159,10 @@ def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit
         return []
     if len(tids) == 1:
         return _best_sessions_of_one(cur, tids[0], agent_alias, limit, stats)
+    if len(tids) <= _PAIRED_TERMS_MAX:
+        found = cur.execute(_paired_sql(tids, stats, agent_alias is not None, limit), [agent_alias]).fetchall()
+        if len(found) == limit:
+            return found
     plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias), stats=stats)
     if plan is None:
         return []
@@ -170,6 +174,42 @@ def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit
         ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
         params,
     ).fetchall()
+
+
+# Up to this many terms, a session search first scores the messages holding two or more of them (see
+# _paired_sql): one join per pair of terms.
+_PAIRED_TERMS_MAX = 4
+
+
+def _paired_sql(tids: list[int], stats: Stats, by_agent: bool, limit: int) -> str:
+    """SQL yielding the rows (COLUMNS) of the best `limit` sessions among those with a message holding two or
+    more of the terms, ranked by the best such message; its one parameter is the agent alias (NULL: any).
+
+    A message holding k of the terms scores at least k (and below k + 1): when `limit` sessions have one holding
+    two or more, those sessions are the answer and their best messages are among these, whatever the messages
+    holding one term score. Such messages are found by joining each pair of terms' postings on the message
+    (hash joins over the index), which costs less than grouping every posting of the terms by message."""
+    docs, avgdl, dfs = stats
+    weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
+    pairs = " UNION ALL ".join(
+        f"""SELECT x.message_id, x.session_id, x.dl, x.term AS t1, x.tf AS tf1, y.term AS t2, y.tf AS tf2
+        FROM postings AS x JOIN postings AS y ON y.message_id = x.message_id
+        WHERE x.term = {int(tids[i])} AND y.term = {int(tids[j])}"""
+        for i in range(len(tids))
+        for j in range(i + 1, len(tids))
+    )
+    columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+    agent = "s.agent_alias = %s" if by_agent else "%s::text IS NULL"
+    # As _scored_sql scores them: words, then relevance summed over the message's postings of the terms.
+    relevance = f"{_weight_sql(tids, weights)} END * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+    return f"""
+        WITH h AS ({pairs}),
+        e AS (SELECT message_id, session_id, dl, t1 AS term, tf1 AS tf FROM h
+            UNION SELECT message_id, session_id, dl, t2, tf2 FROM h),
+        m AS (SELECT session_id, count(*) AS words, sum({relevance}) AS r FROM e GROUP BY message_id, session_id),
+        b AS (SELECT session_id, max(words + r / (1 + r)) AS best FROM m GROUP BY session_id)
+        SELECT {columns} FROM b JOIN sessions AS s ON s.id = b.session_id WHERE {agent}
+        ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}"""
 
 
 # A one-term session search first reads the bounds of this many sessions per session wanted.
