@@ -241,20 +241,59 @@ _UNWITNESS = (
 )
 
 
+# The bounds that messages in {source} attain, their tf being the bound's max_tf or their dl its min_dl: without
+# those messages such a bound may be above every message's (see tighten_bounds).
+_ATTAINED = (
+    "SELECT st.term, st.session_id FROM {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf),"
+    " session_terms AS st WHERE st.term = x.term AND st.session_id = {source}.session_id"
+    " AND (st.max_tf = x.tf OR st.min_dl = {source}.dl)"
+)
+_ATTAINED_ARRAYS = "(SELECT array_agg(term) FROM k), (SELECT array_agg(session_id) FROM k)"
+
+
 def delete_messages(cur: Cursor, where: str, params: Sequence[object], *, whole: bool = False) -> int:
     """Delete the messages matching where (over messages' columns), taking them out of the corpus statistics;
     return how many. The sessions' rows must be locked already. whole: they are all of their sessions' messages
     (the caller then drops the sessions' bounds, see forget_bounds)."""
-    unwitness = "" if whole else f"w AS ({_UNWITNESS.format(source='d')}),"
+    bounds = "" if whole else f"w AS ({_UNWITNESS.format(source='d')}), k AS ({_ATTAINED.format(source='d')}),"
     row = cur.execute(
         f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING id, session_id, dl, terms, tfs),
-        p AS ({_UNPOST.format(source="d")}), {unwitness}
+        p AS ({_UNPOST.format(source="d")}), {bounds}
         g AS (SELECT mod(session_id, {SHARDS}) AS shard, count(*) AS n, sum(dl) AS t FROM d GROUP BY 1),
         c AS (UPDATE _corpus SET docs = docs - g.n, terms = terms - g.t FROM g WHERE _corpus.shard = g.shard)
-        SELECT coalesce(sum(n), 0) FROM g""",
+        SELECT coalesce(sum(n), 0), {"NULL, NULL" if whole else _ATTAINED_ARRAYS} FROM g""",
         params,
     ).fetchone()
-    return 0 if row is None else int(row[0])
+    if row is None:
+        return 0
+    if row[1]:
+        tighten_bounds(cur, row[1], row[2])
+    return int(row[0])
+
+
+# Sessions of up to this many messages have their bounds worked out again from their messages when a change
+# takes out a message attaining one; a larger session's stays as it is (never too low, perhaps too high).
+TIGHTEN_MAX = 1000
+
+
+def tighten_bounds(cur: Cursor, terms: list[int], session_ids: list[int]) -> None:
+    """Set each (term, session) bound of a session of up to TIGHTEN_MAX messages to what its messages hold now
+    (dropping it when none holds the term), in the transaction holding the sessions' locks."""
+    cur.execute(
+        f"""WITH t AS (SELECT DISTINCT t.term, t.session_id FROM unnest(%s::bigint[], %s::bigint[])
+                AS t (term, session_id) JOIN sessions AS s ON s.id = t.session_id
+            WHERE s.message_count <= {TIGHTEN_MAX}),
+        b AS (SELECT x.term, m.session_id, max(x.tf) AS max_tf, min(m.dl) AS min_dl,
+                max((x.tf::bigint << 32) - m.dl) = (max(x.tf)::bigint << 32) - min(m.dl) AS witnessed
+            FROM messages AS m, unnest(m.terms, m.tfs) AS x(term, tf)
+            WHERE m.session_id IN (SELECT session_id FROM t) AND (x.term, m.session_id) IN (SELECT * FROM t)
+            GROUP BY x.term, m.session_id),
+        u AS (UPDATE session_terms AS st SET max_tf = b.max_tf, min_dl = b.min_dl, witnessed = b.witnessed
+            FROM b WHERE st.term = b.term AND st.session_id = b.session_id)
+        DELETE FROM session_terms AS st USING t WHERE st.term = t.term AND st.session_id = t.session_id
+            AND NOT EXISTS (SELECT FROM b WHERE b.term = t.term AND b.session_id = t.session_id)""",
+        [terms, session_ids],
+    )
 
 
 def forget_bounds(cur: Cursor, session_ids: list[int]) -> None:
@@ -280,15 +319,17 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
         return False
     session_id, count = found
     # Two statements: the old postings go before the new ones come (they may share a key), in this order.
-    cur.execute(
+    attained = cur.execute(
         f"""WITH old AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
         p AS ({_UNPOST.format(source="old")}),
         w AS ({_UNWITNESS.format(source="old")}),
+        k AS ({_ATTAINED.format(source="old")}),
         u AS (UPDATE messages AS m SET role = %s, content = %s, raw = %s, created_at = clock_timestamp(), dl = %s,
                 terms = %s::bigint[], tfs = %s::integer[]
               FROM old WHERE m.id = old.id RETURNING old.dl AS old_dl, m.created_at),
-        s AS (UPDATE sessions SET last_activity = (SELECT created_at FROM u) WHERE id = %s)
-        UPDATE _corpus SET terms = terms + %s - (SELECT old_dl FROM u) WHERE shard = %s""",
+        s AS (UPDATE sessions SET last_activity = (SELECT created_at FROM u) WHERE id = %s),
+        c AS (UPDATE _corpus SET terms = terms + %s - (SELECT old_dl FROM u) WHERE shard = %s)
+        SELECT {_ATTAINED_ARRAYS}""",
         [
             session_id,
             count - 1,
@@ -300,12 +341,14 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
             ix.dl,
             session_id % SHARDS,
         ],
-    )
+    ).fetchone()
     cur.execute(
         f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),"
         f" p AS ({_POSTINGS}) {_CHANGED_BOUND.format(source=_MESSAGE_BOUNDS)}",
         [session_id, count - 1],
     )
+    if attained is not None and attained[0]:
+        tighten_bounds(cur, attained[0], attained[1])
     return True
 
 
