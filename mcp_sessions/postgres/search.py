@@ -5,7 +5,8 @@ A search is two statements. The first reads the corpus statistics and each query
 constants those give, written into the SQL as literals (our own numbers, never a caller's text), and returns
 the best. Both read only the postings index, never the message rows. Ties go to the newer message (the
 larger id), as in the embedded store. A session search for one word reads the sessions' bounds (m003) in
-place of the word's postings, and scores from postings only the sessions whose bound may be above their best."""
+place of the word's postings, and scores from postings only the sessions whose bound may be above their best;
+one for a few words first scores the messages holding two or more of them (see _paired_sql)."""
 
 from __future__ import annotations
 
@@ -225,8 +226,8 @@ def _best_sessions_of_one(
     Sessions are read in bound order, the first k + 1 of them: those whose bound is not known to be met are
     scored from their postings. Every session further on ranks below the (k + 1)-th's (bound, last activity,
     id), its score being at most its bound: once `limit` scored sessions rank above that, the answer is known;
-    otherwise k grows. (Several terms bound a session by as many words, where its best message mostly holds
-    fewer: their bounds settle little, and the aggregate over their postings answers instead.)"""
+    otherwise k grows. (For several terms a session's bound would count every term it holds, where its best
+    message mostly holds fewer: such bounds settle little, hence _paired_sql.)"""
     scored: dict[int, float | None] = {}  # session id -> best message's score; None: no longer holds the term
     k = _SESSIONS_FIRST * limit
     while True:
