@@ -90,12 +90,13 @@ _BOUND = """
     WHERE EXCLUDED.max_tf > st.max_tf OR EXCLUDED.min_dl < st.min_dl
         OR (EXCLUDED.witnessed AND NOT st.witnessed AND EXCLUDED.max_tf = st.max_tf AND EXCLUDED.min_dl = st.min_dl)"""
 
-# The same, written by a statement that runs after the session's lock was taken (so its snapshot holds the
-# session's bounds as they are): the rows that would not change are left out before the upsert, which would
-# otherwise lock (write) each of them.
+# The same, written by a statement that runs after the sessions' locks were taken (so its snapshot holds their
+# bounds as they are): the rows that would not change are left out before the upsert, which would otherwise
+# lock (write) each of them. {sessions}: an array of the sessions' ids, so that only their bounds are read
+# (by their index) rather than the whole table hashed.
 _CHANGED_BOUND = _BOUND.format(
     source="""SELECT n.* FROM ({source}) AS n (term, session_id, max_tf, min_dl, witnessed)
-    LEFT JOIN session_terms AS o USING (term, session_id)
+    LEFT JOIN (SELECT * FROM session_terms WHERE session_id = ANY({sessions})) AS o USING (term, session_id)
     WHERE o.term IS NULL OR n.max_tf > o.max_tf OR n.min_dl < o.min_dl
         OR (n.witnessed AND NOT o.witnessed AND n.max_tf = o.max_tf AND n.min_dl = o.min_dl)"""
 )
@@ -178,9 +179,15 @@ def append_many(
         items = sorted(bounds.items())
         cur.execute(
             _CHANGED_BOUND.format(
-                source="SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])"
+                source="SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])",
+                sessions="%s::bigint[]",
             ),
-            [[k[0] for k, _ in items], [k[1] for k, _ in items], *([v[i] for _, v in items] for i in range(3))],
+            [
+                [k[0] for k, _ in items],
+                [k[1] for k, _ in items],
+                *([v[i] for _, v in items] for i in range(3)),
+                sorted({place[0] for place in places.values()}),
+            ],
         )
     for shard in sorted(docs):
         cur.execute(
@@ -344,8 +351,8 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
     ).fetchone()
     cur.execute(
         f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),"
-        f" p AS ({_POSTINGS}) {_CHANGED_BOUND.format(source=_MESSAGE_BOUNDS)}",
-        [session_id, count - 1],
+        f" p AS ({_POSTINGS}) {_CHANGED_BOUND.format(source=_MESSAGE_BOUNDS, sessions='ARRAY[%s::bigint]')}",
+        [session_id, count - 1, session_id],
     )
     if attained is not None and attained[0]:
         tighten_bounds(cur, attained[0], attained[1])
