@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ from pg_cluster import Cluster
 
 from mcp_sessions.models import ChatMessage, MessageFilters, SessionQuery
 from mcp_sessions.paths import db_path
+from mcp_sessions.postgres import writes
 from mcp_sessions.postgres.backend import PostgresSessionBackend
 from mcp_sessions.postgres.schema import MIGRATIONS
 from mcp_sessions.store.duckdb import DuckDBSessionBackend
@@ -147,6 +149,7 @@ def test_appends_from_many_stores_at_once_get_distinct_gapless_counts(pg_uri: st
         meta = stores[2].get_session_metadata("shared")
         assert meta is not None and meta.message_count == writers * each
         assert len(stores[3].search_messages("message39", 200)) == writers
+        assert bound_violations(pg_uri) == NO_VIOLATIONS
     finally:
         for store in stores:
             store.close()
@@ -202,6 +205,7 @@ def test_update_last_and_remove_last_racing_appends_stay_consistent(pg_uri: str)
             ).fetchone()
         assert (docs, terms) == real  # the corpus statistics followed every change
         assert postings is not None and postings[0] == postings[1] == postings[2]  # and so did the postings
+        assert bound_violations(pg_uri) == NO_VIOLATIONS  # and the sessions' bounds
     finally:
         for store in stores:
             store.close()
@@ -315,3 +319,250 @@ def test_migrations_are_recorded_and_the_rest_applied_on_open(pg_cluster: Cluste
             assert migrate(conn) == []
     finally:
         pg_cluster.drop(uri)
+
+
+def bound_violations(uri: str) -> dict[str, int]:
+    """What would make a session search wrong (see m003), counted: a posting without its bound, a posting above
+    its bound, a witnessed bound no live message meets, a bound of a session that is gone."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute(
+            """SELECT
+            (SELECT count(*) FROM postings AS p LEFT JOIN session_terms AS st USING (term, session_id)
+             WHERE st.term IS NULL),
+            (SELECT count(*) FROM postings AS p JOIN session_terms AS st USING (term, session_id)
+             WHERE p.tf > st.max_tf OR p.dl < st.min_dl),
+            (SELECT count(*) FROM session_terms AS st WHERE st.witnessed AND NOT EXISTS (
+                SELECT 1 FROM postings AS p WHERE p.term = st.term AND p.session_id = st.session_id
+                AND p.tf = st.max_tf AND p.dl = st.min_dl)),
+            (SELECT count(*) FROM session_terms WHERE session_id NOT IN (SELECT id FROM sessions))"""
+        ).fetchone()
+    assert row is not None
+    return dict(zip(("unbounded", "above", "unmet", "orphaned"), row, strict=True))
+
+
+NO_VIOLATIONS = {"unbounded": 0, "above": 0, "unmet": 0, "orphaned": 0}
+
+
+def loose_bounds(uri: str) -> int:
+    """How many bounds of sessions of up to TIGHTEN_MAX messages are not exactly what their messages hold (the
+    largest tf, the smallest dl, whether one message has both), or are kept for a term none of them holds."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute(
+            f"""SELECT count(*) FROM (
+                SELECT term, session_id, max(tf) AS max_tf, min(dl) AS min_dl,
+                    max((tf::bigint << 32) - dl) = (max(tf)::bigint << 32) - min(dl) AS witnessed
+                FROM postings GROUP BY term, session_id) AS truth
+            FULL JOIN session_terms AS st ON st.term = truth.term AND st.session_id = truth.session_id
+            JOIN sessions AS s ON s.id = coalesce(truth.session_id, st.session_id)
+            WHERE s.message_count <= {writes.TIGHTEN_MAX} AND (truth.term IS NULL OR st.term IS NULL
+                OR (truth.max_tf, truth.min_dl, truth.witnessed)
+                    IS DISTINCT FROM (st.max_tf, st.min_dl, st.witnessed))"""
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def best_sessions(store: PostgresSessionBackend, word: str, limit: int) -> list[str]:
+    """The session search worked out from every matching message: each session's best score, then its last
+    activity (the contract's order), from search_messages over all of them."""
+    hits = store.search_messages(word, 200)
+    assert len(hits) < 200, "the oracle needs every hit"
+    best: dict[str, float] = {}
+    for hit in hits:
+        best[hit.session_key] = max(hit.score, best.get(hit.session_key, hit.score))
+    activity: dict[str, datetime] = {}
+    for key in best:
+        meta = store.get_session_metadata(key)
+        assert meta is not None and meta.last_activity is not None
+        activity[key] = meta.last_activity
+    return sorted(best, key=lambda key: (best[key], activity[key]), reverse=True)[:limit]
+
+
+def searched(store: PostgresSessionBackend, word: str, limit: int) -> list[str]:
+    return [m.key for m in store.search(SessionQuery(keyword=word, limit=limit))]
+
+
+def test_session_search_scores_a_session_whose_bound_no_message_meets(pg_uri: str) -> None:
+    filler = " ".join(f"w{i}" for i in range(40))
+    with PostgresSessionBackend(pg_uri) as store:
+        # a: its largest tf and its shortest message are different messages, so its bound is above its best.
+        store.append("a", msg(f"pipeline pipeline pipeline {filler}"))
+        store.append("a", msg(f"pipeline {filler}"))
+        store.append("a", msg("pipeline w1"))
+        store.append("a", msg(filler))
+        # b: one message meets its bound; c: many messages, none of them as short as a's.
+        store.append("b", msg("pipeline pipeline w2 w3"))
+        for i in range(12):
+            store.append("c", msg(f"pipeline w{i} w{i + 1} w{i + 2} w{i + 3} w{i + 4}"))
+        with psycopg.connect(pg_uri) as conn:
+            witnessed = conn.execute(
+                "SELECT s.key, st.witnessed FROM session_terms AS st JOIN sessions AS s ON s.id = st.session_id"
+                " WHERE st.term = (SELECT term FROM postings GROUP BY term ORDER BY count(*) DESC LIMIT 1)"
+                " ORDER BY s.key"
+            ).fetchall()
+        assert ("a", False) in witnessed and ("b", True) in witnessed
+        for limit in (1, 2, 3):
+            assert searched(store, "pipeline", limit) == best_sessions(store, "pipeline", limit)
+        assert bound_violations(pg_uri) == NO_VIOLATIONS
+
+
+def test_session_search_follows_removing_and_replacing_a_sessions_best_message(pg_uri: str) -> None:
+    with PostgresSessionBackend(pg_uri) as store:
+        for key in ("a", "b", "c"):
+            for i in range(5):
+                store.append(key, msg(f"pipeline {key} w{i} w{i + 1} w{i + 2} w{i + 3}"))
+        store.append("a", msg("pipeline"))  # a's best, by far: the shortest message holding the word
+        assert searched(store, "pipeline", 1) == ["a"]
+        assert store.remove_last("a")  # its bound is worked out again from the messages left
+        assert loose_bounds(pg_uri) == 0
+        assert searched(store, "pipeline", 3) == best_sessions(store, "pipeline", 3)
+        assert store.update_last("b", msg("pipeline pipeline"))  # b's best replaced by a better one
+        assert searched(store, "pipeline", 1) == ["b"]
+        assert store.update_last("b", msg("nothing to find"))  # and by none
+        assert searched(store, "pipeline", 3) == best_sessions(store, "pipeline", 3)
+        store.append("c", msg("pipeline w1"))
+        store.append("c", msg("pipeline w1"))
+        assert store.compact("c") == 1
+        assert searched(store, "pipeline", 3) == best_sessions(store, "pipeline", 3)
+        assert bound_violations(pg_uri) == NO_VIOLATIONS
+        assert store.clear_messages("c") == 6
+        assert store.delete_session("a")
+        assert searched(store, "pipeline", 3) == best_sessions(store, "pipeline", 3) == ["b"]
+        assert loose_bounds(pg_uri) == 0
+        with psycopg.connect(pg_uri) as conn:
+            left = conn.execute(
+                "SELECT DISTINCT s.key FROM session_terms AS st JOIN sessions AS s ON s.id = st.session_id"
+            ).fetchall()
+        assert left == [("b",)]  # the cleared and the deleted session's bounds went with their messages
+        assert bound_violations(pg_uri) == NO_VIOLATIONS
+
+
+def test_session_search_stays_exact_through_concurrent_changes(pg_uri: str) -> None:
+    stores = [PostgresSessionBackend(pg_uri, pool_max=2) for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def change(n: int) -> None:
+        rng = random.Random(n)
+        start.wait()
+        for _ in range(30):
+            key = f"s{rng.randrange(5)}"  # every writer on every session
+            words = " ".join(rng.choices(["pipeline", "alpha", "beta"], k=rng.randint(1, 8)))
+            roll = rng.random()
+            if roll < 0.6:
+                stores[n].append(key, msg(words))
+            elif roll < 0.75:
+                stores[n].append_many([(f"s{rng.randrange(5)}", msg(words)) for _ in range(3)])
+            elif roll < 0.9:
+                stores[n].update_last(key, msg(words))
+            else:
+                stores[n].remove_last(key)
+
+    threads = [threading.Thread(target=change, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert bound_violations(pg_uri) == NO_VIOLATIONS and loose_bounds(pg_uri) == 0
+        for limit in (1, 2, 5):
+            assert searched(stores[0], "pipeline", limit) == best_sessions(stores[0], "pipeline", limit)
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.parametrize("tighten_max", [writes.TIGHTEN_MAX, 3])
+def test_session_search_stays_exact_through_random_changes(
+    pg_uri: str, tighten_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writes, "TIGHTEN_MAX", tighten_max)  # 3: most sessions keep the bounds removals loosen
+    rng = random.Random(5)
+    words = ["pipeline", "alpha", "beta", "gamma"]
+    keys = [f"s{i}" for i in range(8)]
+
+    def text() -> str:
+        return " ".join(rng.choices(words, [1, 3, 3, 1], k=rng.randint(1, 12)))
+
+    with PostgresSessionBackend(pg_uri) as store:
+        for step in range(240):
+            key, roll = rng.choice(keys), rng.random()
+            if roll < 0.55:
+                store.append(key, msg(text()))
+            elif roll < 0.65:
+                store.append_many([(rng.choice(keys), msg(text())) for _ in range(rng.randint(1, 6))])
+            elif roll < 0.78:
+                store.update_last(key, msg(text()))
+            elif roll < 0.9:
+                store.remove_last(key)
+            elif roll < 0.95:
+                store.append(key, msg("pipeline alpha"))
+                store.append(key, msg("pipeline alpha"))
+                store.compact(key)
+            elif roll < 0.98:
+                store.clear_messages(key)
+            else:
+                store.delete_session(key)
+            if step % 30 == 29:
+                for word in ("pipeline", "gamma"):
+                    for limit in (1, 3, 8):
+                        assert searched(store, word, limit) == best_sessions(store, word, limit), (step, word)
+                assert bound_violations(pg_uri) == NO_VIOLATIONS, step
+                assert loose_bounds(pg_uri) == 0, step
+
+
+def test_m003_bounds_the_sessions_of_a_database_written_before_it(pg_cluster: Cluster) -> None:
+    from mcp_sessions.postgres.pool import connect
+    from mcp_sessions.postgres.schema import migrate
+    from mcp_sessions.postgres.writes import index_text
+    from mcp_sessions.terms import Analyzer
+
+    uri = pg_cluster.new_database(migrated=False)
+    rows = corpus(300)
+    try:
+        with connect(uri) as conn:
+            migrate(conn, stop_before="m003_session_terms")
+            # Written as the store wrote them before m003: messages, their postings, the corpus statistics.
+            for key, message in rows:
+                ix = index_text(Analyzer.shared(), message.content)
+                conn.execute(
+                    """WITH s AS (INSERT INTO sessions AS s (key, created_at, last_activity, message_count)
+                        VALUES (%s, clock_timestamp(), clock_timestamp(), 1) ON CONFLICT (key) DO UPDATE
+                        SET message_count = s.message_count + 1, last_activity = EXCLUDED.last_activity
+                        RETURNING id, message_count, last_activity),
+                    m AS (INSERT INTO messages (session_id, idx, role, content, created_at, dl, terms, tfs)
+                        SELECT id, message_count - 1, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
+                        RETURNING id, session_id, dl, terms, tfs),
+                    p AS (INSERT INTO postings SELECT x.term, x.tf, m.dl, m.id, m.session_id
+                        FROM m, unnest(m.terms, m.tfs) AS x(term, tf))
+                    UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = 0""",
+                    [key, message.role, message.content, ix.dl, ix.terms, ix.tfs, ix.dl],
+                )
+        with PostgresSessionBackend(uri) as store:
+            assert bound_violations(uri) == NO_VIOLATIONS
+            with psycopg.connect(uri) as conn:
+                met = conn.execute("SELECT bool_and(witnessed), bool_or(witnessed) FROM session_terms").fetchone()
+            assert met == (False, True)  # some sessions' bounds are met by a message, some not
+            for word in (COMMON_WORD, "w3", "w40"):
+                assert searched(store, word, 5) == best_sessions(store, word, 5)
+    finally:
+        pg_cluster.drop(uri)
+
+
+def test_a_search_for_several_words_ranks_as_the_embedded_store_whether_or_not_pairs_settle_it(pg_uri: str) -> None:
+    rows = corpus(1_200, seed=29)
+    with DuckDBSessionBackend(":memory:") as duck, PostgresSessionBackend(pg_uri) as pg:
+        for store in (duck, pg):
+            for n, (key, message) in enumerate(rows):
+                store.append(key, message)
+                if n % 7 == 0:
+                    store.set_session_agent_alias(key, "bot")
+        # Few sessions hold two of these words in one message (the search falls back to every posting) or many.
+        for query in (f"{RARE_WORD} w0", f"{COMMON_WORD} w1", "database timeout retry w2", "w250 w260 w270"):
+            for limit in (1, 5, 40, 200):
+                for agent in (None, "bot"):
+                    want = [m.key for m in duck.search(SessionQuery(keyword=query, limit=limit), agent)]
+                    assert [m.key for m in pg.search(SessionQuery(keyword=query, limit=limit), agent)] == want, (
+                        query,
+                        limit,
+                        agent,
+                    )

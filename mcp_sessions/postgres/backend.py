@@ -150,7 +150,8 @@ class PostgresSessionBackend(SessionBackend):
         tids = [term_id(t) for t in self._analyzer.query_terms(keyword)]
         if not tids:
             return []
-        with self._db.cursor() as cur:
+        # One snapshot: the bounds read and the postings scored must agree (see search_sessions).
+        with self._db.snapshot() as cur:
             return [sessions.metadata(r) for r in search.search_sessions(cur, tids, agent_alias, query.limit)]
 
     @write

@@ -90,6 +90,20 @@ class Database:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        """A cursor inside one read-only REPEATABLE READ transaction: all its statements see the database as it
+        was at the first, for a read that takes several statements to answer one question."""
+        with self.pool.connection() as conn:
+            # Set for the BEGIN that starts it (one round trip), then back to the pool's defaults.
+            conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            finally:
+                if not conn.broken:  # a broken one leaves the pool anyway
+                    conn.isolation_level, conn.read_only = None, None
+
 
 def connect(conninfo: str, *, read_only: bool = False) -> psycopg.Connection[Any]:
     """One connection outside the pool (migrations run on it), with the pool's options."""

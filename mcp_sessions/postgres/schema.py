@@ -148,3 +148,34 @@ def m002_imports(conn: Conn) -> None:
         )"""
     )
     conn.execute("CREATE INDEX imports_by_session ON _imports (session_key, bytes)")
+
+
+@migration
+def m003_session_terms(conn: Conn) -> None:
+    # A bound on each session's best message for each term, so that a session search scores only the sessions
+    # that can make its answer (see search.py) rather than every message holding a common word. Per (term,
+    # session): the largest tf and the smallest dl of the session's messages holding the term (a message's
+    # relevance grows with tf and falls with dl, so no message beats their pair), and whether a live message
+    # holds both at once (then the bound is that message's own relevance). Appends raise the bound in their
+    # transaction; removals only clear witnessed, leaving a bound that may be too high but never too low. Rows
+    # go with their session. The key's index holds the bound, so a search reads the index alone.
+    conn.execute(
+        """
+        CREATE TABLE session_terms (
+            term BIGINT NOT NULL,
+            session_id BIGINT NOT NULL,
+            max_tf INTEGER NOT NULL,
+            min_dl INTEGER NOT NULL,
+            witnessed BOOLEAN NOT NULL,
+            PRIMARY KEY (term, session_id) INCLUDE (max_tf, min_dl, witnessed)
+        )"""
+    )
+    conn.execute("CREATE INDEX session_terms_by_session ON session_terms (session_id)")
+    # Witnessed when the message with the largest tf and, among those, the smallest dl has the smallest dl.
+    conn.execute(
+        """
+        INSERT INTO session_terms (term, session_id, max_tf, min_dl, witnessed)
+        SELECT term, session_id, max(tf), min(dl), max((tf::bigint << 32) - dl) = (max(tf)::bigint << 32) - min(dl)
+        FROM postings GROUP BY term, session_id"""
+    )
+    conn.execute("ANALYZE session_terms")

@@ -4,7 +4,9 @@ A search is two statements. The first reads the corpus statistics and each query
 (a count over the term's postings); the second scores the messages holding any of the terms with the
 constants those give, written into the SQL as literals (our own numbers, never a caller's text), and returns
 the best. Both read only the postings index, never the message rows. Ties go to the newer message (the
-larger id), as in the embedded store."""
+larger id), as in the embedded store. A session search for one word reads the sessions' bounds (m003) in
+place of the word's postings, and scores from postings only the sessions whose bound may be above their best;
+one for a few words first scores the messages holding two or more of them (see _paired_sql)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     return "".join(f" AND {w}" for w in where), params
 
 
+def _weight_sql(tids: list[int], weights: list[float]) -> str:
+    """The start of a CASE giving each term's weight (the caller writes END)."""
+    return "CASE term " + " ".join(f"WHEN {int(t)} THEN {_literal(w)}" for t, w in zip(tids, weights, strict=True))
+
+
 def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where: str, *, weighted: bool = False) -> str:
     """SQL yielding (id, session_id, score) of every message holding a term and passing the filters; its
     parameters are the filters'. weighted: a term counts as its share of the query's idf (bm25.coverage)."""
@@ -71,7 +78,7 @@ def _scored_sql(tids: list[int], dfs: list[int], docs: int, avgdl: float, where:
             SELECT id, session_id, 1 + r / (1 + r) AS score FROM (
                 SELECT message_id AS id, session_id, {relevance} AS r
                 FROM postings WHERE term = {int(tids[0])}{where}) AS q"""
-    weight = "CASE term " + " ".join(f"WHEN {int(t)} THEN {_literal(w)}" for t, w in zip(tids, weights, strict=True))
+    weight = _weight_sql(tids, weights)
     terms = ", ".join(str(int(t)) for t in tids)
     # Each term's weight is proportional to its idf: its share of the coverage is weight * (n / sum of weights).
     words = f"sum({weight} END) * {_literal(len(weights) / sum(weights))}" if weighted else "count(*)"
@@ -149,66 +156,129 @@ def search_messages(cur: Cursor, tids: list[int], filters: MessageFilters, limit
 def search_sessions(cur: Cursor, tids: list[int], agent_alias: str | None, limit: int) -> list[tuple[Any, ...]]:
     """Rows of the sessions holding the terms (COLUMNS), best message's score first, then most recent."""
     stats = _frequencies(cur, tids)
-    if len(tids) == 1 and agent_alias is None:
-        found = _best_sessions_of_one(cur, tids[0], limit, stats)
-        if found is not None:
+    if not any(stats[2]):
+        return []
+    if len(tids) == 1:
+        return _best_sessions_of_one(cur, tids[0], agent_alias, limit, stats)
+    if len(tids) <= _PAIRED_TERMS_MAX:
+        found = cur.execute(_paired_sql(tids, stats, agent_alias is not None, limit), [agent_alias]).fetchall()
+        if len(found) == limit:
             return found
     plan = _plan(cur, tids, MessageFilters(agent_alias=agent_alias), stats=stats)
     if plan is None:
         return []
     sql, params = plan
-    best = f"SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id"
-    if len(tids) == 1:
-        # The score grows with relevance: the best relevance per session, then its score, evaluates the
-        # formula once per posting rather than twice.
-        docs, avgdl, dfs = stats
-        weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
-        relevance = f"{_literal(weights[0])} * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
-        where, params = _where(MessageFilters(agent_alias=agent_alias))
-        best = f"""SELECT session_id, 1 + r / (1 + r) AS best FROM (
-            SELECT session_id, max({relevance}) AS r FROM postings WHERE term = {int(tids[0])}{where}
-            GROUP BY session_id) AS q"""
     columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
     return cur.execute(
-        f"""SELECT {columns} FROM ({best}) AS b
+        f"""SELECT {columns} FROM (SELECT session_id, max(score) AS best FROM ({sql}) AS r GROUP BY session_id) AS b
         JOIN sessions AS s ON s.id = b.session_id
         ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}""",
         params,
     ).fetchall()
 
 
-# A session search walks this many best messages per session wanted, when that is at most a quarter of the
-# term's messages (past that, the aggregate over all of them costs about as much).
-_SESSIONS_WALK = 4
+# Up to this many terms, a session search first scores the messages holding two or more of them (see
+# _paired_sql): one join per pair of terms.
+_PAIRED_TERMS_MAX = 4
 
 
-def _best_sessions_of_one(cur: Cursor, tid: int, limit: int, stats: Stats) -> list[tuple[Any, ...]] | None:
-    """The session search for one unfiltered term from its best messages (see _best_of_one_sql), or None when
-    those do not settle it.
+def _paired_sql(tids: list[int], stats: Stats, by_agent: bool, limit: int) -> str:
+    """SQL yielding the rows (COLUMNS) of the best `limit` sessions among those with a message holding two or
+    more of the terms, ranked by the best such message; its one parameter is the agent alias (NULL: any).
 
-    Among the best k messages, with the k-th scoring s, a session holding one that scores above s has its
-    best message there, and every session left out scores at most s: once `limit` sessions score above s
-    the answer is known, ties on s included (they rank below). Otherwise the walk reads further, until k would
-    be much of the term's messages: then the aggregate over them all settles it."""
+    A message holding k of the terms scores at least k (and below k + 1): when `limit` sessions have one holding
+    two or more, those sessions are the answer and their best messages are among these, whatever the messages
+    holding one term score. Such messages are found by joining each pair of terms' postings on the message
+    (hash joins over the index), which costs less than grouping every posting of the terms by message."""
     docs, avgdl, dfs = stats
-    k = _SESSIONS_WALK * limit
-    while k * 4 <= dfs[0]:
-        ranked = cur.execute(
-            f"SELECT session_id, score FROM ({_best_of_one_sql(tid, dfs, docs, avgdl, k)}) AS r"
-            f" ORDER BY score DESC, id DESC LIMIT {int(k)}"
-        ).fetchall()
-        boundary = ranked[-1][1]
-        best: dict[int, float] = {}
-        for session_id, score in ranked:
-            if score > boundary and session_id not in best:
-                best[session_id] = score
-        if len(best) >= limit:
-            rows = cur.execute(f"SELECT {COLUMNS} FROM sessions WHERE id = ANY(%s)", [list(best)]).fetchall()
-            # COLUMNS starts with id, then key, name, created_at, last_activity.
-            rows.sort(key=lambda r: (best[r[0]], r[4], r[0]), reverse=True)
-            return rows[:limit]
-        k *= 4  # too many ties at the boundary (a score depends on tf and dl alone): read further
-    return None  # the sessions wanted are not all among them: the aggregate settles it
+    weights, a, c = bm25.constants([bm25.idf(df, docs) for df in dfs], avgdl)
+    pairs = " UNION ALL ".join(
+        f"""SELECT x.message_id, x.session_id, x.dl, x.term AS t1, x.tf AS tf1, y.term AS t2, y.tf AS tf2
+        FROM postings AS x JOIN postings AS y ON y.message_id = x.message_id
+        WHERE x.term = {int(tids[i])} AND y.term = {int(tids[j])}"""
+        for i in range(len(tids))
+        for j in range(i + 1, len(tids))
+    )
+    columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+    agent = "s.agent_alias = %s" if by_agent else "%s::text IS NULL"
+    # As _scored_sql scores them: words, then relevance summed over the message's postings of the terms.
+    relevance = f"{_weight_sql(tids, weights)} END * tf / (tf + {_literal(a)} + {_literal(c)} * dl)"
+    return f"""
+        WITH h AS ({pairs}),
+        e AS (SELECT message_id, session_id, dl, t1 AS term, tf1 AS tf FROM h
+            UNION SELECT message_id, session_id, dl, t2, tf2 FROM h),
+        m AS (SELECT session_id, count(*) AS words, sum({relevance}) AS r FROM e GROUP BY message_id, session_id),
+        b AS (SELECT session_id, max(words + r / (1 + r)) AS best FROM m GROUP BY session_id)
+        SELECT {columns} FROM b JOIN sessions AS s ON s.id = b.session_id WHERE {agent}
+        ORDER BY b.best DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}"""
+
+
+# A one-term session search first reads the bounds of this many sessions per session wanted.
+_SESSIONS_FIRST = 2
+
+
+def _best_sessions_of_one(
+    cur: Cursor, tid: int, agent_alias: str | None, limit: int, stats: Stats
+) -> list[tuple[Any, ...]]:
+    """The session search for one term, from the sessions' bounds (see m003) rather than every posting.
+
+    A session's bound is at least its best message's score, and is that score when a witness meets it.
+    Sessions are read in bound order, the first k + 1 of them: those whose bound is not known to be met are
+    scored from their postings. Every session further on ranks below the (k + 1)-th's (bound, last activity,
+    id), its score being at most its bound: once `limit` scored sessions rank above that, the answer is known;
+    otherwise k grows. (For several terms a session's bound would count every term it holds, where its best
+    message mostly holds fewer: such bounds settle little, hence _paired_sql.)"""
+    scored: dict[int, float | None] = {}  # session id -> best message's score; None: no longer holds the term
+    k = _SESSIONS_FIRST * limit
+    while True:
+        rows = cur.execute(_bounds_sql(tid, stats, agent_alias is not None, k + 1), [agent_alias]).fetchall()
+        head, rest = rows[:k], rows[k:]
+        for bound, met, *row in head:
+            if met:
+                scored[row[0]] = bound
+        unscored = [row[2] for row in head if row[2] not in scored]
+        if unscored:
+            found = dict(cur.execute(_session_scores_sql(tid, stats), [unscored]).fetchall())
+            scored.update((session_id, found.get(session_id)) for session_id in unscored)
+        # COLUMNS starts with id, then key, name, created_at, last_activity.
+        ranked = sorted(
+            ((score, row[4], row[0], row) for _, _, *row in head if (score := scored[row[0]]) is not None),
+            key=lambda r: r[:3],
+            reverse=True,
+        )
+        if not rest or (len(ranked) >= limit and ranked[limit - 1][:3] > (rest[0][0], rest[0][6], rest[0][2])):
+            return [r[3] for r in ranked[:limit]]
+        k *= 4
+
+
+def _relevance_sql(tid: int, stats: Stats, tf: str, dl: str) -> str:
+    """The term's BM25 relevance of a message with these tf and dl, as every score of one term evaluates it."""
+    docs, avgdl, dfs = stats
+    weights, a, c = bm25.constants([bm25.idf(dfs[0], docs)], avgdl)
+    return f"{_literal(weights[0])} * {tf} / ({tf} + {_literal(a)} + {_literal(c)} * {dl})"
+
+
+def _bounds_sql(tid: int, stats: Stats, by_agent: bool, limit: int) -> str:
+    """SQL yielding (bound, met, COLUMNS) of the sessions holding the term, highest bound first (then most
+    recent); met: the bound is the session's best message's score (the same formula over the same numbers,
+    so equal to the bit). Its one parameter is the agent alias (NULL: any)."""
+    columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+    agent = "s.agent_alias = %s" if by_agent else "%s::text IS NULL"
+    return f"""SELECT 1 + r / (1 + r) AS bound, b.witnessed, {columns} FROM (
+            SELECT session_id, witnessed, {_relevance_sql(tid, stats, "max_tf", "min_dl")} AS r
+            FROM session_terms WHERE term = {int(tid)}) AS b
+        JOIN sessions AS s ON s.id = b.session_id WHERE {agent}
+        ORDER BY bound DESC, s.last_activity DESC, s.id DESC LIMIT {int(limit)}"""
+
+
+def _session_scores_sql(tid: int, stats: Stats) -> str:
+    """SQL yielding (session id, best message's score) of the sessions in its one parameter (an id array) that
+    hold the term."""
+    # The score grows with relevance: the best relevance per session, then its score, evaluates the formula
+    # once per posting rather than twice.
+    return f"""SELECT session_id, 1 + r / (1 + r) FROM (
+            SELECT session_id, max({_relevance_sql(tid, stats, "tf", "dl")}) AS r FROM postings
+            WHERE term = {int(tid)} AND session_id = ANY(%s::bigint[]) GROUP BY session_id) AS q"""
 
 
 def neighbours(cur: Cursor, hits: list[Hit], context: int) -> dict[tuple[str, int], list[TimestampedMessage]]:

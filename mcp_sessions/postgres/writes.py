@@ -75,6 +75,35 @@ _POSTINGS = (
     " SELECT x.term, x.tf, m.dl, m.id, m.session_id FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
 )
 
+# Raises the session's bound for each term (see m003) by the rows of {source} (term, session_id, max_tf, min_dl,
+# witnessed), at most one per (term, session). A row that would not change gets no new version (it is locked,
+# though): the common case, a message holding the term no more often than, and not shorter than, the others.
+# The conflict is decided on the row's latest version, whatever the statement's snapshot: _APPEND's was taken
+# before it waited for the session's lock, and may not hold what the previous holder of that lock wrote.
+_BOUND = """
+    INSERT INTO session_terms AS st (term, session_id, max_tf, min_dl, witnessed) {source}
+    ON CONFLICT (term, session_id) DO UPDATE SET
+        max_tf = greatest(st.max_tf, EXCLUDED.max_tf),
+        min_dl = least(st.min_dl, EXCLUDED.min_dl),
+        witnessed = (EXCLUDED.witnessed AND EXCLUDED.max_tf >= st.max_tf AND EXCLUDED.min_dl <= st.min_dl)
+            OR (st.witnessed AND st.max_tf >= EXCLUDED.max_tf AND st.min_dl <= EXCLUDED.min_dl)
+    WHERE EXCLUDED.max_tf > st.max_tf OR EXCLUDED.min_dl < st.min_dl
+        OR (EXCLUDED.witnessed AND NOT st.witnessed AND EXCLUDED.max_tf = st.max_tf AND EXCLUDED.min_dl = st.min_dl)"""
+
+# The same, written by a statement that runs after the sessions' locks were taken (so its snapshot holds their
+# bounds as they are): the rows that would not change are left out before the upsert, which would otherwise
+# lock (write) each of them. {sessions}: an array of the sessions' ids, so that only their bounds are read
+# (by their index) rather than the whole table hashed.
+_CHANGED_BOUND = _BOUND.format(
+    source="""SELECT n.* FROM ({source}) AS n (term, session_id, max_tf, min_dl, witnessed)
+    LEFT JOIN (SELECT * FROM session_terms WHERE session_id = ANY({sessions})) AS o USING (term, session_id)
+    WHERE o.term IS NULL OR n.max_tf > o.max_tf OR n.min_dl < o.min_dl
+        OR (n.witnessed AND NOT o.witnessed AND n.max_tf = o.max_tf AND n.min_dl = o.min_dl)"""
+)
+
+# The bound rows of the messages in m (id, session_id, dl, terms, tfs), each message witnessing its own terms.
+_MESSAGE_BOUNDS = "SELECT x.term, m.session_id, x.tf, m.dl, true FROM m, unnest(m.terms, m.tfs) AS x(term, tf)"
+
 # One statement, one round trip: the new message takes the place the locked row's count gives it.
 _APPEND = f"""
     WITH s AS ({_BUMP}),
@@ -82,6 +111,7 @@ _APPEND = f"""
         SELECT id, message_count - 1, %s, %s, %s, last_activity, %s, %s::bigint[], %s::integer[] FROM s
         RETURNING id, session_id, dl, terms, tfs),
     p AS ({_POSTINGS}),
+    b AS ({_BOUND.format(source=_MESSAGE_BOUNDS)}),
     c AS (UPDATE _corpus SET docs = docs + 1, terms = terms + %s WHERE shard = (SELECT mod(id, {SHARDS}) FROM s))
     SELECT message_count FROM s"""
 
@@ -132,6 +162,33 @@ def append_many(
             session_id = places[key][0]
             for term, tf in zip(ix.terms, ix.tfs, strict=True):
                 copy.write_row((term, tf, ix.dl, message_id, session_id))
+    # One bound row per (term, session) of the batch: its largest tf, smallest dl, and whether one message
+    # holds both.
+    bounds: dict[tuple[int, int], list[Any]] = {}
+    for key, _, ix in batch:
+        session_id = places[key][0]
+        for term, tf in zip(ix.terms, ix.tfs, strict=True):
+            b = bounds.get((term, session_id))
+            if b is None:
+                bounds[(term, session_id)] = [tf, ix.dl, True]
+            elif tf >= b[0] and ix.dl <= b[1]:
+                b[:] = [tf, ix.dl, True]
+            elif tf > b[0] or ix.dl < b[1]:
+                b[:] = [max(tf, b[0]), min(ix.dl, b[1]), False]
+    if bounds:
+        items = sorted(bounds.items())
+        cur.execute(
+            _CHANGED_BOUND.format(
+                source="SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])",
+                sessions="%s::bigint[]",
+            ),
+            [
+                [k[0] for k, _ in items],
+                [k[1] for k, _ in items],
+                *([v[i] for _, v in items] for i in range(3)),
+                sorted({place[0] for place in places.values()}),
+            ],
+        )
     for shard in sorted(docs):
         cur.execute(
             "UPDATE _corpus SET docs = docs + %s, terms = terms + %s WHERE shard = %s",
@@ -181,18 +238,74 @@ _UNPOST = (
 )
 
 
-def delete_messages(cur: Cursor, where: str, params: Sequence[object]) -> int:
+# A bound whose witness (see m003) may be among the messages in {source} (id, session_id, dl, terms, tfs) is no
+# longer known to be met: it stays, too high perhaps, and searches score that session's messages instead.
+_UNWITNESS = (
+    "UPDATE session_terms AS st SET witnessed = false"
+    " FROM {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf)"
+    " WHERE st.term = x.term AND st.session_id = {source}.session_id AND st.witnessed AND st.max_tf = x.tf"
+    " AND st.min_dl = {source}.dl"
+)
+
+
+# The bounds that messages in {source} attain, their tf being the bound's max_tf or their dl its min_dl: without
+# those messages such a bound may be above every message's (see tighten_bounds).
+_ATTAINED = (
+    "SELECT st.term, st.session_id FROM {source}, unnest({source}.terms, {source}.tfs) AS x(term, tf),"
+    " session_terms AS st WHERE st.term = x.term AND st.session_id = {source}.session_id"
+    " AND (st.max_tf = x.tf OR st.min_dl = {source}.dl)"
+)
+_ATTAINED_ARRAYS = "(SELECT array_agg(term) FROM k), (SELECT array_agg(session_id) FROM k)"
+
+
+def delete_messages(cur: Cursor, where: str, params: Sequence[object], *, whole: bool = False) -> int:
     """Delete the messages matching where (over messages' columns), taking them out of the corpus statistics;
-    return how many. The sessions' rows must be locked already."""
+    return how many. The sessions' rows must be locked already. whole: they are all of their sessions' messages
+    (the caller then drops the sessions' bounds, see forget_bounds)."""
+    bounds = "" if whole else f"w AS ({_UNWITNESS.format(source='d')}), k AS ({_ATTAINED.format(source='d')}),"
     row = cur.execute(
         f"""WITH d AS (DELETE FROM messages WHERE {where} RETURNING id, session_id, dl, terms, tfs),
-        p AS ({_UNPOST.format(source="d")}),
+        p AS ({_UNPOST.format(source="d")}), {bounds}
         g AS (SELECT mod(session_id, {SHARDS}) AS shard, count(*) AS n, sum(dl) AS t FROM d GROUP BY 1),
         c AS (UPDATE _corpus SET docs = docs - g.n, terms = terms - g.t FROM g WHERE _corpus.shard = g.shard)
-        SELECT coalesce(sum(n), 0) FROM g""",
+        SELECT coalesce(sum(n), 0), {"NULL, NULL" if whole else _ATTAINED_ARRAYS} FROM g""",
         params,
     ).fetchone()
-    return 0 if row is None else int(row[0])
+    if row is None:
+        return 0
+    if row[1]:
+        tighten_bounds(cur, row[1], row[2])
+    return int(row[0])
+
+
+# Sessions of up to this many messages have their bounds worked out again from their messages when a change
+# takes out a message attaining one; a larger session's stays as it is (never too low, perhaps too high).
+TIGHTEN_MAX = 1000
+
+
+def tighten_bounds(cur: Cursor, terms: list[int], session_ids: list[int]) -> None:
+    """Set each (term, session) bound of a session of up to TIGHTEN_MAX messages to what its messages hold now
+    (dropping it when none holds the term), in the transaction holding the sessions' locks."""
+    cur.execute(
+        f"""WITH t AS (SELECT DISTINCT t.term, t.session_id FROM unnest(%s::bigint[], %s::bigint[])
+                AS t (term, session_id) JOIN sessions AS s ON s.id = t.session_id
+            WHERE s.message_count <= {TIGHTEN_MAX}),
+        b AS (SELECT x.term, m.session_id, max(x.tf) AS max_tf, min(m.dl) AS min_dl,
+                max((x.tf::bigint << 32) - m.dl) = (max(x.tf)::bigint << 32) - min(m.dl) AS witnessed
+            FROM messages AS m, unnest(m.terms, m.tfs) AS x(term, tf)
+            WHERE m.session_id IN (SELECT session_id FROM t) AND (x.term, m.session_id) IN (SELECT * FROM t)
+            GROUP BY x.term, m.session_id),
+        u AS (UPDATE session_terms AS st SET max_tf = b.max_tf, min_dl = b.min_dl, witnessed = b.witnessed
+            FROM b WHERE st.term = b.term AND st.session_id = b.session_id)
+        DELETE FROM session_terms AS st USING t WHERE st.term = t.term AND st.session_id = t.session_id
+            AND NOT EXISTS (SELECT FROM b WHERE b.term = t.term AND b.session_id = t.session_id)""",
+        [terms, session_ids],
+    )
+
+
+def forget_bounds(cur: Cursor, session_ids: list[int]) -> None:
+    """Drop the bounds of sessions left without messages (or deleted), in the transaction that emptied them."""
+    cur.execute("DELETE FROM session_terms WHERE session_id = ANY(%s::bigint[])", [session_ids])
 
 
 def remove_last(cur: Cursor, session_key: str) -> bool:
@@ -213,14 +326,17 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
         return False
     session_id, count = found
     # Two statements: the old postings go before the new ones come (they may share a key), in this order.
-    cur.execute(
-        f"""WITH old AS (SELECT id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
+    attained = cur.execute(
+        f"""WITH old AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),
         p AS ({_UNPOST.format(source="old")}),
+        w AS ({_UNWITNESS.format(source="old")}),
+        k AS ({_ATTAINED.format(source="old")}),
         u AS (UPDATE messages AS m SET role = %s, content = %s, raw = %s, created_at = clock_timestamp(), dl = %s,
                 terms = %s::bigint[], tfs = %s::integer[]
               FROM old WHERE m.id = old.id RETURNING old.dl AS old_dl, m.created_at),
-        s AS (UPDATE sessions SET last_activity = (SELECT created_at FROM u) WHERE id = %s)
-        UPDATE _corpus SET terms = terms + %s - (SELECT old_dl FROM u) WHERE shard = %s""",
+        s AS (UPDATE sessions SET last_activity = (SELECT created_at FROM u) WHERE id = %s),
+        c AS (UPDATE _corpus SET terms = terms + %s - (SELECT old_dl FROM u) WHERE shard = %s)
+        SELECT {_ATTAINED_ARRAYS}""",
         [
             session_id,
             count - 1,
@@ -232,12 +348,14 @@ def update_last(cur: Cursor, session_key: str, message: ChatMessage, ix: Indexed
             ix.dl,
             session_id % SHARDS,
         ],
-    )
+    ).fetchone()
     cur.execute(
-        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s)"
-        f" {_POSTINGS}",
-        [session_id, count - 1],
+        f"WITH m AS (SELECT id, session_id, dl, terms, tfs FROM messages WHERE session_id = %s AND idx = %s),"
+        f" p AS ({_POSTINGS}) {_CHANGED_BOUND.format(source=_MESSAGE_BOUNDS, sessions='ARRAY[%s::bigint]')}",
+        [session_id, count - 1, session_id],
     )
+    if attained is not None and attained[0]:
+        tighten_bounds(cur, attained[0], attained[1])
     return True
 
 
@@ -271,7 +389,8 @@ def clear_messages(cur: Cursor, session_key: str) -> int:
     found = lock(cur, session_key)
     if found is None or found[1] == 0:
         return 0
-    removed = delete_messages(cur, "session_id = %s", [found[0]])
+    removed = delete_messages(cur, "session_id = %s", [found[0]], whole=True)
+    forget_bounds(cur, [found[0]])
     cur.execute("UPDATE sessions SET message_count = 0, last_activity = clock_timestamp() WHERE id = %s", [found[0]])
     return removed
 
@@ -280,7 +399,8 @@ def delete_session(cur: Cursor, session_key: str) -> bool:
     found = lock(cur, session_key)
     if found is None:
         return False
-    delete_messages(cur, "session_id = %s", [found[0]])
+    delete_messages(cur, "session_id = %s", [found[0]], whole=True)
+    forget_bounds(cur, [found[0]])
     cur.execute("DELETE FROM sessions WHERE id = %s", [found[0]])
     return True
 
@@ -296,7 +416,8 @@ def cleanup_stale(cur: Cursor, ttl_hours: int) -> int:
         ).fetchall()
     ]
     if ids:
-        delete_messages(cur, "session_id = ANY(%s::bigint[])", [ids])
+        delete_messages(cur, "session_id = ANY(%s::bigint[])", [ids], whole=True)
+        forget_bounds(cur, ids)
         cur.execute("DELETE FROM sessions WHERE id = ANY(%s::bigint[])", [ids])
     return len(ids)
 
