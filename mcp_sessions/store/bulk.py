@@ -3,6 +3,7 @@ source's metadata; chunks are inserted on the writer's insert thread while the n
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
@@ -16,12 +17,14 @@ from .imports import ImportMark, record_imports
 from .params import rows_param, rows_sql
 from .session_view import COLUMNS
 from .sql import Cursor, now
-from .writes import Row, Writer
+from .writes import Indexed, Row, Writer
 
 _KEYS = rows_sql({"k": "VARCHAR"})
 # An import's transactions leave their postings in their rows: merged after each one, a folder of small files
 # would make a scattered run per file (and soon call for optimize()); the import merges once, at its end.
 _NO_MERGE = 1 << 62
+# Chunks of at least this many messages are analysed in the analysis process (see Writer.analyze_soon).
+ANALYSIS_CHUNK = 1_000
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
 _TIMES = ("turn_started_at",)
 _TOTALS = rows_sql(
@@ -62,6 +65,9 @@ class BulkImport:
         self.marks: list[ImportMark] = []
         self.added = 0
         self._inserting: Future[object] | None = None
+        self._analyzing: deque[tuple[list[tuple[str, ImportedMessage]], Future[tuple[list[Indexed], set[int]]]]] = (
+            deque()
+        )
         writer.conn.raise_memory()
 
     def session(self, session: ImportedSession) -> None:
@@ -100,13 +106,25 @@ class BulkImport:
         for key, session_id in created:
             self.sessions[key] = _Session(session_id, 0, new=True)
 
-    def _flush(self) -> None:
+    def _flush(self, *, last: bool = False) -> None:
+        """Send the pending messages to be analysed; insert those analysed before (all of them when last)."""
         batch, self.pending = self.pending, []
-        if not batch:
-            return
-        # Indexing (Python) overlaps the previous chunk's INSERT (DuckDB, off the GIL); statements on the
-        # cursor wait for it.
-        indexed, tids = self.writer.analyze([message.content for _, message in batch])
+        if batch:
+            contents = [message.content for _, message in batch]
+            # A big chunk is worth sending to the analysis process (starting it takes a few tenths of a second);
+            # once it runs, so is any.
+            elsewhere = len(batch) >= max(self.chunk, ANALYSIS_CHUNK) or self.writer.analysis_started
+            self._analyzing.append((batch, self.writer.analyze_soon(contents, elsewhere=elsewhere)))
+            self.added += len(batch)
+        # A chunk is analysed (in the analysis process) while the one before is inserted (DuckDB, off the GIL)
+        # and the next one is read; statements on the cursor wait for the INSERT.
+        while len(self._analyzing) > (0 if last else 1):
+            self._insert(*self._analyzing.popleft())
+
+    def _insert(
+        self, batch: list[tuple[str, ImportedMessage]], analyzing: Future[tuple[list[Indexed], set[int]]]
+    ) -> None:
+        indexed, tids = analyzing.result()
         self.writer.index.add_terms(tids)
         unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
         if unplaced:
@@ -124,7 +142,6 @@ class BulkImport:
                 session.first = at
             if session.last is None or at > session.last:
                 session.last = at
-        self.added += len(rows)
         self._wait()
         self._inserting = self.writer._inserter().submit(self.writer.insert_messages, self.cur, rows)
 
@@ -135,12 +152,13 @@ class BulkImport:
 
     def abandon(self) -> None:
         """Never leave an INSERT running on the cursor that is about to roll back."""
+        self._analyzing.clear()
         if self._inserting is not None:
             wait([self._inserting])
 
     def finish(self) -> int:
         """Write the session rows (counts, times, metadata) and the marks; return how many messages were added."""
-        self._flush()
+        self._flush(last=True)
         self._wait()
         unplaced = [key for key in self.announced if key not in self.sessions]
         if unplaced:

@@ -81,6 +81,11 @@ def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[in
     return rows, tids
 
 
+def index_texts_here(texts: Sequence[str]) -> tuple[list[tuple[int, str]], set[int]]:
+    """index_texts with this process's shared analyzer: what the analysis process runs (see Writer.analyze_soon)."""
+    return index_texts(Analyzer.shared(), texts)
+
+
 class _Keyed:
     """Per token: its terms as "<id>:" prefixes, and as ids. Analyzers differ only in their stem cache, not in
     their rules, so one table serves them all. A full table is replaced, never cleared: a thread still reading

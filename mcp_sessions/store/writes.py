@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import multiprocessing
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from .imports import ImportMark, record_imports
 from .live_index import LiveIndex
 from .pages import Slot
 from .params import rows_param, rows_sql
-from .postings import index_texts
+from .postings import index_texts, index_texts_here
 from .session_view import SessionRow, SessionView, utc
 from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
 from .tails import Tails
@@ -94,6 +95,7 @@ class Writer:
         self._after_commit: list[Callable[[], None]] = []
         self._writes_since_check = 0
         self._insert_pool: ThreadPoolExecutor | None = None
+        self._analysis_pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # Single appends waiting for the writer (see append_one).
         self._queue: list[_Waiting] = []
@@ -173,6 +175,8 @@ class Writer:
     def close(self) -> None:
         if self._insert_pool is not None:
             self._insert_pool.shutdown(wait=True)
+        if self._analysis_pool is not None:
+            self._analysis_pool.shutdown(wait=True)
 
     # Sessions and what the writer remembers of them.
 
@@ -235,6 +239,39 @@ class Writer:
         """Each text's terms: pure Python, done before taking the write lock."""
         indexed, tids = index_texts(self.analyzer, contents)
         return [Indexed(*row) for row in indexed], tids
+
+    def analyze_soon(self, contents: list[str], *, elsewhere: bool) -> Future[tuple[list[Indexed], set[int]]]:
+        """analyze, done by now, or (elsewhere: a bulk import's full chunk) in the analysis process, so the
+        analysis of one chunk runs on one CPU while the reading and inserting of others run on the other."""
+        done: Future[tuple[list[Indexed], set[int]]] = Future()
+        if not elsewhere or self.analyzer is not Analyzer.shared():
+            done.set_result(self.analyze(contents))
+            return done
+        analyzed = self._analysis().submit(index_texts_here, contents)
+
+        def arrived(result: Future[tuple[list[tuple[int, str]], set[int]]]) -> None:
+            error = result.exception()
+            if error is not None:
+                done.set_exception(error)
+            else:
+                indexed, tids = result.result()
+                done.set_result(([Indexed(*row) for row in indexed], tids))
+
+        analyzed.add_done_callback(arrived)
+        return done
+
+    @property
+    def analysis_started(self) -> bool:
+        return self._analysis_pool is not None
+
+    def _analysis(self) -> ProcessPoolExecutor:
+        """The process a bulk import's chunks are analysed in: spawned, never forked from a process running
+        DuckDB's threads. Its analyzer follows the same rules with the same stemmers (terms.Analyzer.shared)."""
+        with self._pool_lock:
+            if self._analysis_pool is None:
+                spawn = multiprocessing.get_context("spawn")
+                self._analysis_pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+            return self._analysis_pool
 
     def insert_messages(self, cur: Cursor, batch: Sequence[Row], before: str = "") -> list[tuple[int, int]]:
         """Insert the rows, each with its postings (see m004); return each one's (id, term count)."""
