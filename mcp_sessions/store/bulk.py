@@ -23,8 +23,11 @@ _KEYS = rows_sql({"k": "VARCHAR"})
 # An import's transactions leave their postings in their rows: merged after each one, a folder of small files
 # would make a scattered run per file (and soon call for optimize()); the import merges once, at its end.
 _NO_MERGE = 1 << 62
-# Chunks of at least this many messages are analysed in the analysis process (see Writer.analyze_soon).
-ANALYSIS_CHUNK = 1_000
+# Messages are sent to be analysed this many at a time, so the analysis keeps up with the reading and a
+# transaction's end waits for a few of them only; after ANALYSIS_AFTER messages of bulk imports, in the analysis
+# process (see Writer.analyze_soon: starting it takes a few tenths of a second).
+ANALYSIS_CHUNK = 500
+ANALYSIS_AFTER = 2_000
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
 _TIMES = ("turn_started_at",)
 _TOTALS = rows_sql(
@@ -59,6 +62,7 @@ class BulkImport:
         self.writer = writer
         self.cur = cur
         self.chunk = writer.tuning.insert_chunk
+        self.analysis_chunk = min(self.chunk, ANALYSIS_CHUNK)
         self.sessions: dict[str, _Session] = {}
         self.announced: dict[str, ImportedSession] = {}
         self.pending: list[tuple[str, ImportedMessage]] = []
@@ -77,7 +81,7 @@ class BulkImport:
     def add(self, key: str, message: ImportedMessage) -> None:
         """Append the message (checked by the caller) to the session, after what it already holds."""
         self.pending.append((key, message))
-        if len(self.pending) >= self.chunk:
+        if len(self.pending) >= self.analysis_chunk:
             self._flush()
 
     def mark(self, mark: ImportMark) -> None:
@@ -107,25 +111,37 @@ class BulkImport:
             self.sessions[key] = _Session(session_id, 0, new=True)
 
     def _flush(self, *, last: bool = False) -> None:
-        """Send the pending messages to be analysed; insert those analysed before (all of them when last)."""
+        """Send the pending messages to be analysed; insert a chunk of those analysed (all of them when last)."""
         batch, self.pending = self.pending, []
+        writer = self.writer
         if batch:
+            writer.bulk_analyzed += len(batch)
+            elsewhere = writer.bulk_analyzed > ANALYSIS_AFTER
             contents = [message.content for _, message in batch]
-            # A big chunk is worth sending to the analysis process (starting it takes a few tenths of a second);
-            # once it runs, so is any.
-            elsewhere = len(batch) >= max(self.chunk, ANALYSIS_CHUNK) or self.writer.analysis_started
-            self._analyzing.append((batch, self.writer.analyze_soon(contents, elsewhere=elsewhere)))
+            self._analyzing.append((batch, writer.analyze_soon(contents, elsewhere=elsewhere)))
             self.added += len(batch)
-        # A chunk is analysed (in the analysis process) while the one before is inserted (DuckDB, off the GIL)
-        # and the next one is read; statements on the cursor wait for the INSERT.
-        while len(self._analyzing) > (0 if last else 1):
-            self._insert(*self._analyzing.popleft())
+        # Messages are analysed (in the analysis process) while the next ones are read and the chunk before is
+        # inserted (DuckDB, off the GIL); statements on the cursor wait for the INSERT.
+        analyzing = self._analyzing
+        while analyzing:
+            ready = 0
+            for sent, analysis in analyzing:
+                if not (last or analysis.done()) or ready >= self.chunk:
+                    break
+                ready += len(sent)
+            if ready < self.chunk and not (last and ready):
+                return
+            taken: list[tuple[str, ImportedMessage]] = []
+            indexed: list[Indexed] = []
+            while len(taken) < ready:
+                sent, analysis = analyzing.popleft()
+                one, tids = analysis.result()
+                writer.index.add_terms(tids)
+                taken += sent
+                indexed += one
+            self._insert(taken, indexed)
 
-    def _insert(
-        self, batch: list[tuple[str, ImportedMessage]], analyzing: Future[tuple[list[Indexed], set[int]]]
-    ) -> None:
-        indexed, tids = analyzing.result()
-        self.writer.index.add_terms(tids)
+    def _insert(self, batch: list[tuple[str, ImportedMessage]], indexed: list[Indexed]) -> None:
         unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
         if unplaced:
             self._wait()

@@ -7,10 +7,13 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import os
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,7 +27,7 @@ from .connection import Connection
 from .imports import ImportMark, record_imports
 from .live_index import LiveIndex
 from .pages import Slot
-from .params import rows_param, rows_sql
+from .params import file_rows_sql, rows_param, rows_sql
 from .postings import index_texts, index_texts_here
 from .session_view import SessionRow, SessionView, utc
 from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
@@ -48,8 +51,10 @@ _MESSAGE_COLUMNS = {
 }
 _MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
 _INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
-# Up to this many rows go as one INSERT ... VALUES (cheapest for a few); more as one JSON parameter.
+# Up to this many rows go as one INSERT ... VALUES (cheapest for a few); more as one JSON parameter, or from
+# _FILE_MIN rows on (a bulk import's chunks), as one JSON file.
 _VALUES_MAX = 64
+_FILE_MIN = 1_000
 
 
 class Indexed(NamedTuple):
@@ -96,6 +101,9 @@ class Writer:
         self._writes_since_check = 0
         self._insert_pool: ThreadPoolExecutor | None = None
         self._analysis_pool: ProcessPoolExecutor | None = None
+        self._analysis_broken = False
+        # Messages of bulk imports sent to be analysed (see BulkImport).
+        self.bulk_analyzed = 0
         self._pool_lock = threading.Lock()
         # Single appends waiting for the writer (see append_one).
         self._queue: list[_Waiting] = []
@@ -244,14 +252,21 @@ class Writer:
         """analyze, done by now, or (elsewhere: a bulk import's full chunk) in the analysis process, so the
         analysis of one chunk runs on one CPU while the reading and inserting of others run on the other."""
         done: Future[tuple[list[Indexed], set[int]]] = Future()
-        if not elsewhere or self.analyzer is not Analyzer.shared():
+        if not elsewhere or self._analysis_broken or self.analyzer is not Analyzer.shared():
             done.set_result(self.analyze(contents))
             return done
         analyzed = self._analysis().submit(index_texts_here, contents)
 
         def arrived(result: Future[tuple[list[tuple[int, str]], set[int]]]) -> None:
             error = result.exception()
-            if error is not None:
+            if isinstance(error, BrokenProcessPool):
+                # The process could not start (a __main__ that runs itself when imported, say) or died: the
+                # import goes on analysing here.
+                if not self._analysis_broken:
+                    log.warning("the analysis process failed, analysing in this one: %s", error)
+                self._analysis_broken = True
+                done.set_result(self.analyze(contents))
+            elif error is not None:
                 done.set_exception(error)
             else:
                 indexed, tids = result.result()
@@ -292,10 +307,13 @@ class Writer:
             keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
             flat = [(i, *row[:5], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
             columns = zip(*flat, strict=True)
-            cur.execute(
-                f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}",
-                [rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))],
-            )
+            param = rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))
+            if len(batch) < _FILE_MIN or self.conn.memory:
+                cur.execute(f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}", [param])
+            else:
+                with _spooled(param) as (path, size):
+                    from_file = file_rows_sql(_MESSAGE_COLUMNS, path, size)
+                    cur.execute(f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {from_file}")
         added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
         return added
@@ -510,3 +528,16 @@ class Writer:
             " RETURNING sessions.key, sessions.id, sessions.message_count",
             [rows_param(key=added, added=added.values(), now=[at] * len(added))],
         ).fetchall()
+
+
+@contextmanager
+def _spooled(text: str) -> Iterator[tuple[str, int]]:
+    """The text in a temporary file of its own (readable by this user only), as (path, bytes); removed after."""
+    data = text.encode("utf-8", "surrogatepass")
+    fd, path = tempfile.mkstemp(prefix="mcp-sessions-rows-", suffix=".json")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        yield path, len(data)
+    finally:
+        os.unlink(path)
