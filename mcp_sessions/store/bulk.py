@@ -15,9 +15,10 @@ from ..errors import StoreFailure
 from ..imported import ImportedMessage, ImportedSession
 from .imports import ImportMark, record_imports
 from .params import rows_param, rows_sql
+from .postings import Encoded
 from .session_view import COLUMNS
 from .sql import Cursor, now
-from .writes import Indexed, Row, Writer
+from .writes import Writer
 
 _KEYS = rows_sql({"k": "VARCHAR"})
 # An import's transactions leave their postings in their rows: merged after each one, a folder of small files
@@ -69,9 +70,7 @@ class BulkImport:
         self.marks: list[ImportMark] = []
         self.added = 0
         self._inserting: Future[object] | None = None
-        self._analyzing: deque[tuple[list[tuple[str, ImportedMessage]], Future[tuple[list[Indexed], set[int]]]]] = (
-            deque()
-        )
+        self._analyzing: deque[tuple[list[tuple[str, ImportedMessage]], Future[Encoded]]] = deque()
         writer.conn.raise_memory()
 
     def session(self, session: ImportedSession) -> None:
@@ -132,26 +131,26 @@ class BulkImport:
             if ready < self.chunk and not (last and ready):
                 return
             taken: list[tuple[str, ImportedMessage]] = []
-            indexed: list[Indexed] = []
+            parts: list[Encoded] = []
             while len(taken) < ready:
                 sent, analysis = analyzing.popleft()
-                one, tids = analysis.result()
-                writer.index.add_terms(tids)
+                part = analysis.result()
+                writer.index.add_terms(part.tids)
                 taken += sent
-                indexed += one
-            self._insert(taken, indexed)
+                parts.append(part)
+            self._insert(taken, parts)
 
-    def _insert(self, batch: list[tuple[str, ImportedMessage]], indexed: list[Indexed]) -> None:
+    def _insert(self, batch: list[tuple[str, ImportedMessage]], parts: list[Encoded]) -> None:
         unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
         if unplaced:
             self._wait()
             self._place(unplaced)
-        rows: list[Row] = []
+        rows: list[tuple[int, int, str, str | None]] = []
         sessions = self.sessions
-        for (key, message), one in zip(batch, indexed, strict=True):
+        for key, message in batch:
             session = sessions[key]
             at = message.created_at
-            rows.append((session.session_id, session.next_idx, message.role, message.content, at, one))
+            rows.append((session.session_id, session.next_idx, message.role, at))
             session.next_idx += 1
             session.added += 1
             if session.first is None or at < session.first:
@@ -159,7 +158,7 @@ class BulkImport:
             if session.last is None or at > session.last:
                 session.last = at
         self._wait()
-        self._inserting = self.writer._inserter().submit(self.writer.insert_messages, self.cur, rows)
+        self._inserting = self.writer._inserter().submit(self.writer.insert_encoded, self.cur, rows, parts)
 
     def _wait(self) -> None:
         if self._inserting is not None:

@@ -6,10 +6,12 @@ directly, for migrations that index messages written before there was an index (
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from operator import add
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -81,9 +83,30 @@ def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[in
     return rows, tids
 
 
-def index_texts_here(texts: Sequence[str]) -> tuple[list[tuple[int, str]], set[int]]:
-    """index_texts with this process's shared analyzer: what the analysis process runs (see Writer.analyze_soon)."""
-    return index_texts(Analyzer.shared(), texts)
+class Encoded(NamedTuple):
+    """index_texts of some texts, with the texts, as the bodies of JSON arrays (see params.rows_param): what
+    a bulk import inserts, encoded where the analysis ran, and the ids of their terms."""
+
+    contents: str
+    dls: str
+    terms: str
+    dl_total: int
+    tids: set[int]
+
+
+def encode_texts(analyzer: Analyzer, texts: Sequence[str]) -> Encoded:
+    rows, tids = index_texts(analyzer, texts)
+    dls = [dl for dl, _ in rows]
+
+    def body(values: list[Any]) -> str:
+        return json.dumps(values, ensure_ascii=False)[1:-1]
+
+    return Encoded(body(list(texts)), body(dls), body([text for _, text in rows]), sum(dls), tids)
+
+
+def encode_texts_here(texts: Sequence[str]) -> Encoded:
+    """encode_texts with this process's shared analyzer: what the analysis process runs (see Writer.analyze_soon)."""
+    return encode_texts(Analyzer.shared(), texts)
 
 
 class _Keyed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ from .imports import ImportMark, record_imports
 from .live_index import LiveIndex
 from .pages import Slot
 from .params import file_rows_sql, rows_param, rows_sql
-from .postings import index_texts, index_texts_here
+from .postings import Encoded, encode_texts, encode_texts_here, index_texts
 from .session_view import SessionRow, SessionView, utc
 from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
 from .tails import Tails
@@ -248,16 +249,15 @@ class Writer:
         indexed, tids = index_texts(self.analyzer, contents)
         return [Indexed(*row) for row in indexed], tids
 
-    def analyze_soon(self, contents: list[str], *, elsewhere: bool) -> Future[tuple[list[Indexed], set[int]]]:
-        """analyze, done by now, or (elsewhere: a bulk import's full chunk) in the analysis process, so the
-        analysis of one chunk runs on one CPU while the reading and inserting of others run on the other."""
-        done: Future[tuple[list[Indexed], set[int]]] = Future()
+    def analyze_soon(self, contents: list[str], *, elsewhere: bool) -> Future[Encoded]:
+        """The texts analysed and encoded for insert_encoded: done by now, or (elsewhere: a bulk import's) in
+        the analysis process, so that one CPU analyses while the other reads and inserts."""
+        done: Future[Encoded] = Future()
         if not elsewhere or self._analysis_broken or self.analyzer is not Analyzer.shared():
-            done.set_result(self.analyze(contents))
+            done.set_result(encode_texts(self.analyzer, contents))
             return done
-        analyzed = self._analysis().submit(index_texts_here, contents)
 
-        def arrived(result: Future[tuple[list[tuple[int, str]], set[int]]]) -> None:
+        def arrived(result: Future[Encoded]) -> None:
             error = result.exception()
             if isinstance(error, BrokenProcessPool):
                 # The process could not start (a __main__ that runs itself when imported, say) or died: the
@@ -265,14 +265,13 @@ class Writer:
                 if not self._analysis_broken:
                     log.warning("the analysis process failed, analysing in this one: %s", error)
                 self._analysis_broken = True
-                done.set_result(self.analyze(contents))
+                done.set_result(encode_texts(self.analyzer, contents))
             elif error is not None:
                 done.set_exception(error)
             else:
-                indexed, tids = result.result()
-                done.set_result(([Indexed(*row) for row in indexed], tids))
+                done.set_result(result.result())
 
-        analyzed.add_done_callback(arrived)
+        self._analysis().submit(encode_texts_here, contents).add_done_callback(arrived)
         return done
 
     @property
@@ -317,6 +316,30 @@ class Writer:
         added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
         return added
+
+    def insert_encoded(
+        self, cur: Cursor, keys: Sequence[tuple[int, int, str, str | None]], parts: list[Encoded]
+    ) -> None:
+        """Insert the (session_id, idx, role, created_at) rows whose contents and postings are the parts, in order."""
+        ids = [self.index.next_id() for _ in keys]
+        columns = zip(*keys, strict=True)
+
+        def joined(field: str) -> str:
+            return "[" + ", ".join(body for part in parts if (body := getattr(part, field))) + "]"
+
+        known = {"id": ids, **dict(zip(("session_id", "idx", "role", "created_at"), columns, strict=True))}
+        text = (
+            "{"
+            + ", ".join(f'"{name}": {json.dumps(list(values), ensure_ascii=False)}' for name, values in known.items())
+            + f', "content": {joined("contents")}, "dl": {joined("dls")}, "terms": {joined("terms")}}}'
+        )
+        sql = f"{_INSERT_MESSAGE} SELECT session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}, *"
+        if len(keys) < _FILE_MIN or self.conn.memory:
+            cur.execute(f"{sql} FROM {_MESSAGE_ROWS}", [text])
+        else:
+            with _spooled(text) as (path, size):
+                cur.execute(f"{sql} FROM {file_rows_sql(_MESSAGE_COLUMNS, path, size)}")
+        self.index.count(len(keys), sum(part.dl_total for part in parts))
 
     def _insert_chunk(self, cur: Cursor, batch: Sequence[Row]) -> dict[int, tuple[int, int]]:
         """insert_messages; return session id -> (id, term count) of its last message in the batch."""
