@@ -257,21 +257,27 @@ class Writer:
             done.set_result(encode_texts(self.analyzer, contents))
             return done
 
+        def broken(error: BaseException) -> None:
+            # The process could not start (a __main__ that runs itself when imported, say) or died: the import
+            # goes on analysing here.
+            if not self._analysis_broken:
+                log.warning("the analysis process failed, analysing in this one: %s", error)
+            self._analysis_broken = True
+            done.set_result(encode_texts(self.analyzer, contents))
+
         def arrived(result: Future[Encoded]) -> None:
             error = result.exception()
             if isinstance(error, BrokenProcessPool):
-                # The process could not start (a __main__ that runs itself when imported, say) or died: the
-                # import goes on analysing here.
-                if not self._analysis_broken:
-                    log.warning("the analysis process failed, analysing in this one: %s", error)
-                self._analysis_broken = True
-                done.set_result(encode_texts(self.analyzer, contents))
+                broken(error)
             elif error is not None:
                 done.set_exception(error)
             else:
                 done.set_result(result.result())
 
-        self._analysis().submit(encode_texts_here, contents).add_done_callback(arrived)
+        try:
+            self._analysis().submit(encode_texts_here, contents).add_done_callback(arrived)
+        except BrokenProcessPool as exc:  # broken by an earlier chunk whose callback has not run yet
+            broken(exc)
         return done
 
     @property
