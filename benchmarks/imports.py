@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sqlite3
 import subprocess
 import sys
@@ -25,8 +26,11 @@ from pathlib import Path
 from mcp_sessions.export_zeroclaw import SCHEMA as ZEROCLAW_SCHEMA
 
 from .corpus import Corpus
+from .timing import append_results
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+TITLE = "`mcp-sessions import`, end to end, per format"
 Sessions = dict[str, list[tuple[str, str]]]
 
 
@@ -184,6 +188,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="messages in each source (default 100,000)")
     parser.add_argument("--formats", default=",".join(WRITERS), help="comma-separated formats (default: all)")
     parser.add_argument("--keep", help="write sources and stores here and keep them (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, help="append the report here (default: results/imports-<date>.md)")
+    parser.add_argument("--no-results", action="store_true", help="print the report only")
     args = parser.parse_args()
     names = [n for n in args.formats.split(",") if n]
     unknown = [n for n in names if n not in WRITERS]
@@ -201,11 +207,33 @@ def main() -> None:
             imported = int(summary.split()[1].replace(",", ""))
             rows.append((name, imported, wall, cpu, rss, summary))
             print(f"{name}: {summary}", file=sys.stderr)
-    print(f"\nimport, end to end (command wall time), {args.messages:,} messages per source, {os.cpu_count()} CPUs\n")
-    print("| format | messages imported | wall s | messages/s | CPU s | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    lines = [header(args), "", "| format | messages imported | wall s | messages/s | CPU s | peak RSS MiB |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for name, imported, wall, cpu, rss, _ in rows:
-        print(f"| {name} | {imported:,} | {wall:.1f} | {imported / wall:,.0f} | {cpu:.1f} | {rss / 1024:,.0f} |")
+        lines.append(f"| {name} | {imported:,} | {wall:.1f} | {imported / wall:,.0f} | {cpu:.1f} | {rss / 1024:,.0f} |")
+    lines += ["", *(f"- {name}: `{summary}`" for name, *_, summary in rows)]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if not args.no_results:
+        append_results(report, "imports", TITLE, args.out)
+
+
+def header(args: argparse.Namespace) -> str:
+    import duckdb
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = " (mcp_sessions has uncommitted changes)" if git("status", "--porcelain", "mcp_sessions") else ""
+    command = ".venv/bin/python -m benchmarks.imports " + " ".join(sys.argv[1:])
+    return (
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.messages:,} messages per source\n\n"
+        f"`{command.strip()}` at {git('rev-parse', '--short', 'HEAD')}{dirty}; Python {platform.python_version()},"
+        f" DuckDB {duckdb.__version__}, {os.cpu_count()} CPUs (shared with other work; load average"
+        f" {os.getloadavg()[0]:.1f} at the end). Each import is `python -m mcp_sessions import --no-progress --db"
+        " FILE --from FORMAT SOURCE` into a new store; wall: the command's; CPU: user + system of it and its"
+        " children (the analysis process); peak RSS: the largest of them."
+    )
 
 
 if __name__ == "__main__":

@@ -117,18 +117,7 @@ class Analyzer:
         dict lookup; the new tokens of all the texts are stemmed together (one DuckDB call, not one per text)."""
         cache = self._query_cache if query else self._document_cache
         token_lists = [_TOKEN.findall(text) for text in texts]
-        missing = {token for tokens in token_lists for token in tokens if token not in cache}
-        fresh: dict[str, tuple[str, ...]] = {}
-        if missing:
-            raw = {t: self._raw_token_terms(t, query=query) for t in missing}
-            stems = self._stemmer.stem_all((term, lang) for terms in raw.values() for term, lang in terms if lang)
-            fresh = {
-                token: tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
-                for token, terms in raw.items()
-            }
-            if len(cache) + len(fresh) > _TOKEN_CACHE_MAX:
-                cache.clear()
-            cache.update(fresh)
+        fresh = self._fresh_terms(set().union(*token_lists).difference(cache), query=query)
         get = cache.get
 
         def terms_of(token: str) -> tuple[str, ...]:
@@ -145,6 +134,22 @@ class Analyzer:
             return found
 
         return token_lists, terms_of
+
+    def _fresh_terms(self, missing: set[str], *, query: bool) -> dict[str, tuple[str, ...]]:
+        """The terms of tokens not in the cache, stemmed together (one call, not one per token), now cached."""
+        if not missing:
+            return {}
+        cache = self._query_cache if query else self._document_cache
+        raw = {t: self._raw_token_terms(t, query=query) for t in missing}
+        stems = self._stemmer.stem_all((term, lang) for terms in raw.values() for term, lang in terms if lang)
+        fresh = {
+            token: tuple(term if lang is None else stems[(term, lang)] for term, lang in terms)
+            for token, terms in raw.items()
+        }
+        if len(cache) + len(fresh) > _TOKEN_CACHE_MAX:
+            cache.clear()
+        cache.update(fresh)
+        return fresh
 
     @staticmethod
     def _unspaced_terms(run: str, *, query: bool) -> Iterator[tuple[str, str | None]]:
@@ -174,6 +179,17 @@ class Analyzer:
         """The tokens of each text and the function giving a token its terms: document_terms of many texts,
         for callers that count tokens before terms (a repeated token repeats its terms)."""
         return self._tokens_many(texts, query=False)
+
+    def document_tokens(self, text: str) -> list[str]:
+        """The tokens of a message, in order, repeats kept."""
+        return _TOKEN.findall(text)
+
+    def token_terms(self, tokens: set[str]) -> dict[str, tuple[str, ...]]:
+        """The document terms of each token."""
+        cache = self._document_cache
+        found = {token: terms for token in tokens if (terms := cache.get(token)) is not None}
+        found.update(self._fresh_terms(tokens.difference(found), query=False))
+        return found
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct terms of a query, in order; empty when it holds no searchable word."""

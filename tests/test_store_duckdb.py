@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from mcp_sessions.errors import StoreFailure, StoreLocked, StoreReadOnly
+from mcp_sessions.imported import ImportedMessage, ImportedSession
 from mcp_sessions.models import (
     ChatMessage,
     InvalidArgument,
@@ -754,6 +755,29 @@ def test_bulk_append_failing_in_a_later_chunk_writes_nothing(monkeypatch: pytest
     assert [m.content for m in backend.load("a")] == ["kept"]
     assert backend.search_messages("lost3") == []
     assert backend.append("a", ChatMessage(role="user", content="next")) == 2
+
+
+def test_an_import_analysed_in_the_analysis_process_indexes_as_appends_do() -> None:
+    words = ["Running runs", "update_last updateLast", "HTTPServer 1.5.5 café", "日本語 text", "the the the"]
+    messages = [ImportedMessage("user", f"{words[i % 5]} m{i % 97} {'x' * (i % 3)}", "2025-01-01T00:00:00+00:00")
+                for i in range(2_500)]  # fmt: skip
+    imported = DuckDBSessionBackend(":memory:", tuning=Tuning(insert_chunk=1_000))
+    with imported.bulk_import() as bulk:
+        bulk.session(ImportedSession("k"))
+        for message in messages:
+            bulk.add("k", message)
+    assert imported._writer.analysis_started
+    appended = DuckDBSessionBackend(":memory:")
+    appended.append_many([("k", ChatMessage(role="user", content=m.content)) for m in messages])
+    postings = "SELECT m.idx, p.term, p.tf, p.dl FROM _postings p JOIN messages m ON m.id = p.message_id ORDER BY ALL"
+    for backend in (imported, appended):
+        backend.merge()
+    assert imported._conn.db.execute(postings).fetchall() == appended._conn.db.execute(postings).fetchall()
+    assert [h.index for h in imported.search_messages("run m5", limit=None)] == [
+        h.index for h in appended.search_messages("run m5", limit=None)
+    ]
+    imported.close()
+    appended.close()
 
 
 def test_memory_limit_is_raised_for_a_bulk_append_and_lowered_after_its_merge(db_path: str) -> None:

@@ -3,6 +3,7 @@ source's metadata; chunks are inserted on the writer's insert thread while the n
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
@@ -14,14 +15,20 @@ from ..errors import StoreFailure
 from ..imported import ImportedMessage, ImportedSession
 from .imports import ImportMark, record_imports
 from .params import rows_param, rows_sql
+from .postings import Encoded
 from .session_view import COLUMNS
 from .sql import Cursor, now
-from .writes import Row, Writer
+from .writes import Writer
 
 _KEYS = rows_sql({"k": "VARCHAR"})
 # An import's transactions leave their postings in their rows: merged after each one, a folder of small files
 # would make a scattered run per file (and soon call for optimize()); the import merges once, at its end.
 _NO_MERGE = 1 << 62
+# Messages are sent to be analysed this many at a time, so the analysis keeps up with the reading and a
+# transaction's end waits for a few of them only; after ANALYSIS_AFTER messages of bulk imports, in the analysis
+# process (see Writer.analyze_soon: starting it takes a few tenths of a second).
+ANALYSIS_CHUNK = 500
+ANALYSIS_AFTER = 2_000
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
 _TIMES = ("turn_started_at",)
 _TOTALS = rows_sql(
@@ -56,12 +63,14 @@ class BulkImport:
         self.writer = writer
         self.cur = cur
         self.chunk = writer.tuning.insert_chunk
+        self.analysis_chunk = min(self.chunk, ANALYSIS_CHUNK)
         self.sessions: dict[str, _Session] = {}
         self.announced: dict[str, ImportedSession] = {}
         self.pending: list[tuple[str, ImportedMessage]] = []
         self.marks: list[ImportMark] = []
         self.added = 0
         self._inserting: Future[object] | None = None
+        self._analyzing: deque[tuple[list[tuple[str, ImportedMessage]], Future[Encoded]]] = deque()
         writer.conn.raise_memory()
 
     def session(self, session: ImportedSession) -> None:
@@ -71,7 +80,7 @@ class BulkImport:
     def add(self, key: str, message: ImportedMessage) -> None:
         """Append the message (checked by the caller) to the session, after what it already holds."""
         self.pending.append((key, message))
-        if len(self.pending) >= self.chunk:
+        if len(self.pending) >= self.analysis_chunk:
             self._flush()
 
     def mark(self, mark: ImportMark) -> None:
@@ -100,33 +109,56 @@ class BulkImport:
         for key, session_id in created:
             self.sessions[key] = _Session(session_id, 0, new=True)
 
-    def _flush(self) -> None:
+    def _flush(self, *, last: bool = False) -> None:
+        """Send the pending messages to be analysed; insert a chunk of those analysed (all of them when last)."""
         batch, self.pending = self.pending, []
-        if not batch:
-            return
-        # Indexing (Python) overlaps the previous chunk's INSERT (DuckDB, off the GIL); statements on the
-        # cursor wait for it.
-        indexed, tids = self.writer.analyze([message.content for _, message in batch])
-        self.writer.index.add_terms(tids)
+        writer = self.writer
+        if batch:
+            writer.bulk_analyzed += len(batch)
+            elsewhere = writer.bulk_analyzed > ANALYSIS_AFTER
+            contents = [message.content for _, message in batch]
+            self._analyzing.append((batch, writer.analyze_soon(contents, elsewhere=elsewhere)))
+            self.added += len(batch)
+        # Messages are analysed (in the analysis process) while the next ones are read and the chunk before is
+        # inserted (DuckDB, off the GIL); statements on the cursor wait for the INSERT.
+        analyzing = self._analyzing
+        while analyzing:
+            ready = 0
+            for sent, analysis in analyzing:
+                if not (last or analysis.done()) or ready >= self.chunk:
+                    break
+                ready += len(sent)
+            if ready < self.chunk and not (last and ready):
+                return
+            taken: list[tuple[str, ImportedMessage]] = []
+            parts: list[Encoded] = []
+            while len(taken) < ready:
+                sent, analysis = analyzing.popleft()
+                part = analysis.result()
+                writer.index.add_terms(part.tids)
+                taken += sent
+                parts.append(part)
+            self._insert(taken, parts)
+
+    def _insert(self, batch: list[tuple[str, ImportedMessage]], parts: list[Encoded]) -> None:
         unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
         if unplaced:
             self._wait()
             self._place(unplaced)
-        rows: list[Row] = []
+        rows: list[tuple[int, int, str, str | None]] = []
         sessions = self.sessions
-        for (key, message), one in zip(batch, indexed, strict=True):
+        for key, message in batch:
             session = sessions[key]
             at = message.created_at
-            rows.append((session.session_id, session.next_idx, message.role, message.content, at, one))
+            rows.append((session.session_id, session.next_idx, message.role, at))
             session.next_idx += 1
             session.added += 1
             if session.first is None or at < session.first:
                 session.first = at
             if session.last is None or at > session.last:
                 session.last = at
-        self.added += len(rows)
         self._wait()
-        self._inserting = self.writer._inserter().submit(self.writer.insert_messages, self.cur, rows)
+        self._inserting = self.writer._inserter().submit(self.writer.insert_encoded, self.cur, rows, parts)
 
     def _wait(self) -> None:
         if self._inserting is not None:
@@ -135,12 +167,13 @@ class BulkImport:
 
     def abandon(self) -> None:
         """Never leave an INSERT running on the cursor that is about to roll back."""
+        self._analyzing.clear()
         if self._inserting is not None:
             wait([self._inserting])
 
     def finish(self) -> int:
         """Write the session rows (counts, times, metadata) and the marks; return how many messages were added."""
-        self._flush()
+        self._flush(last=True)
         self._wait()
         unplaced = [key for key in self.announced if key not in self.sessions]
         if unplaced:

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from .connection import Connection
+from .params import rows_param, rows_sql
 from .sql import Cursor
 
 
@@ -44,14 +45,32 @@ def import_marks(cur: Cursor) -> dict[str, list[ImportMark]]:
 
 
 def record_imports(cur: Cursor, marks: Sequence[ImportMark], now: str) -> None:
-    """Write the marks in the open transaction, each replacing the shorter mark of its file."""
-    for mark in marks:
-        if mark.replaces is not None:
-            cur.execute("DELETE FROM _imports WHERE session_key = ? AND sha256 = ?", [mark.session_key, mark.replaces])
+    """Write the marks in the open transaction, each replacing the shorter mark of its file: two statements
+    however many (a folder of small files is a mark per file)."""
+    replaced = [mark for mark in marks if mark.replaces is not None]
+    if replaced:
+        keys, digests = [m.session_key for m in replaced], [m.replaces for m in replaced]
         cur.execute(
-            "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [mark.session_key, mark.bytes, mark.lines, mark.sha256, mark.source, now],
+            f"DELETE FROM _imports USING {_REPLACED} AS r WHERE _imports.session_key = r.k AND _imports.sha256 = r.d",
+            [rows_param(k=keys, d=digests)],
         )
+    if marks:
+        columns = {
+            "k": [m.session_key for m in marks],
+            "b": [m.bytes for m in marks],
+            "l": [m.lines for m in marks],
+            "d": [m.sha256 for m in marks],
+            "s": [m.source for m in marks],
+        }
+        cur.execute(
+            "INSERT INTO _imports (session_key, bytes, lines, sha256, source, imported_at)"
+            f" SELECT *, CAST(? AS TIMESTAMPTZ) FROM {_MARKS}",
+            [now, rows_param(**columns)],
+        )
+
+
+_REPLACED = rows_sql({"k": "VARCHAR", "d": "VARCHAR"})
+_MARKS = rows_sql({"k": "VARCHAR", "b": "BIGINT", "l": "BIGINT", "d": "VARCHAR", "s": "VARCHAR"})
 
 
 def export_messages(conn: Connection, path: str | os.PathLike[str], format: str) -> int:

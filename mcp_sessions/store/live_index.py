@@ -13,7 +13,7 @@ import duckdb
 from ..errors import StoreReadOnly
 from .connection import Connection
 from .params import rows_param, rows_sql
-from .postings import unnested_sql
+from .postings import listed_sql, unnested_sql
 from .search import Corpus, recent_ids_sql
 from .sql import Cursor, first, rows
 
@@ -41,6 +41,9 @@ class LiveIndex:
         )
         assert row is not None
         self.merged_upto, self.last_id, self.scattered, self.sorted_rows = (int(v) for v in row)
+        # Messages above this id are written by this process, whose terms texts list each term once (see
+        # index_texts): a merge need not add up their counts. A store written before may list a term twice.
+        self.listed_after = self.last_id
         # Odd while the boundary between merged and recent postings moves (see run_search).
         self.seq = 0
         self._merge_wanted = threading.Event()
@@ -155,8 +158,12 @@ class LiveIndex:
         cur.begin()
         try:
             bounds = [self.merged_upto, upto]
+            # Grouping the postings is most of a merge's time: only the messages that may need it are grouped.
+            listed = max(self.merged_upto, min(self.listed_after, upto))
             inserted = cur.execute(
-                f"INSERT INTO _postings {unnested_sql('id > ? AND id <= ?')} ORDER BY term, message_id", bounds
+                f"INSERT INTO _postings SELECT * FROM ({unnested_sql('id > ? AND id <= ?')}"
+                f" UNION ALL {listed_sql('id > ? AND id <= ?')}) ORDER BY term, message_id",
+                [self.merged_upto, listed, listed, upto],
             ).fetchall()[0][0]
             # Merged postings are read from _postings alone: the text is no longer needed.
             cur.execute("UPDATE messages SET terms = NULL WHERE id > ? AND id <= ?", bounds)

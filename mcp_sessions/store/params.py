@@ -24,3 +24,15 @@ def rows_sql(columns: dict[str, str]) -> str:
 def rows_param(**columns: Iterable[object]) -> str:
     """The JSON text for rows_sql; every column must have the same length, times given as ISO 8601 text."""
     return json.dumps({name: list(values) for name, values in columns.items()}, ensure_ascii=False)
+
+
+def file_rows_sql(columns: dict[str, str], path: str, size: int) -> str:
+    """rows_sql reading the JSON text from a file of size bytes (our own path, written into the SQL): DuckDB
+    parses a big JSON file about twice as fast as the same text given as a parameter."""
+    schema = ", ".join(f"'{name}': '{_JSON_TYPE.get(t, t)}[]'" for name, t in columns.items())
+    selected = ", ".join(f"CAST(unnest({name}) AS {sql_type}) AS {name}" for name, sql_type in columns.items())
+    quoted = "'" + path.replace("'", "''") + "'"
+    return (
+        f"(SELECT {selected} FROM read_json({quoted}, format = 'unstructured', columns = {{{schema}}},"
+        f" maximum_object_size = {int(size) + 1}))"
+    )

@@ -6,8 +6,12 @@ directly, for migrations that index messages written before there was an index (
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from operator import add
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -58,54 +62,78 @@ def index_messages(
 
 # Postings of messages written since the last merge live in messages.terms (see m004) as text:
 # " <term id>:<count> <term id>:<count> ", the spaces making " <id>:" match whole ids only. A term may be
-# listed more than once (two tokens stemming alike): its counts add up.
+# listed more than once (two tokens stemming alike): its counts add up. index_texts lists each term once, so
+# a merge of what this process wrote needs no grouping (see LiveIndex.merge); stores written before may not.
 
 
 def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[int, str]], set[int]]:
-    """Each text's (term count, terms text as messages.terms holds it), and the ids of all their terms.
-
-    A chat-sized text lists each occurrence as "<id>:1" (a lookup per token and one join, the cheapest in
-    Python); a long one counts its tokens first, so a text repeating words stays short."""
-    token_lists, terms_of = analyzer.document_tokens_many(texts)
+    """Each text's (term count, terms text as messages.terms holds it, each term once), and the ids of all
+    their terms. Per token the work is C's (a lookup, a count, a join): a vocabulary repeats, so each token is
+    analysed once (see _Keyed)."""
+    token_lists = [analyzer.document_tokens(text) for text in texts]
+    tokens = set().union(*token_lists)
+    keyed = _Keyed.current(analyzer, tokens)
+    prefixes = keyed.prefixes.__getitem__
     rows: list[tuple[int, str]] = []
-    for tokens in token_lists:
-        if len(tokens) <= _LISTED_MAX:
-            parts = [key for token in tokens for key in (_ONCE.get(token) or _keyed(token, terms_of)[0])]
-            rows.append((len(parts), " " + " ".join(parts) + " "))
-            continue
-        parts = []
-        dl = 0
-        for token, n in Counter(tokens).items():
-            prefixes = _keyed(token, terms_of)[1]
-            dl += n * len(prefixes)
-            parts += [f"{prefix}{n}" for prefix in prefixes]
-        rows.append((dl, " " + " ".join(parts) + " "))
-    tids = {tid for token in set().union(*token_lists) for tid in _keyed(token, terms_of)[2]}
+    for token_list in token_lists:
+        parts = list(chain.from_iterable(map(prefixes, token_list)))
+        counts = Counter(parts)
+        rows.append((len(parts), " " + " ".join(map(add, counts, map(str, counts.values()))) + " "))
+    tids = set(chain.from_iterable(map(keyed.ids.__getitem__, tokens)))
     return rows, tids
 
 
-# Texts of up to this many tokens list every occurrence; longer ones are counted.
-_LISTED_MAX = 200
-# Per token: its terms as "<id>:1" (one occurrence), as "<id>:" prefixes, and as ids. Analyzers differ
-# only in their stem cache, not in their rules, so one table serves them all.
-_ONCE: dict[str, tuple[str, ...]] = {}
-_KEYED: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {}
-_KEYED_MAX = 500_000
+class Encoded(NamedTuple):
+    """index_texts of some texts, with the texts, as the bodies of JSON arrays (see params.rows_param): what
+    a bulk import inserts, encoded where the analysis ran, and the ids of their terms."""
+
+    contents: str
+    dls: str
+    terms: str
+    dl_total: int
+    tids: set[int]
 
 
-def _keyed(
-    token: str, terms_of: Callable[[str], tuple[str, ...]]
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
-    keyed = _KEYED.get(token)
-    if keyed is None:
-        ids = tuple(term_id(term) for term in terms_of(token))
-        keyed = (tuple(f"{tid}:1" for tid in ids), tuple(f"{tid}:" for tid in ids), ids)
-        if len(_KEYED) >= _KEYED_MAX:
-            _KEYED.clear()
-            _ONCE.clear()
-        _KEYED[token] = keyed
-        _ONCE[token] = keyed[0]
-    return keyed
+def encode_texts(analyzer: Analyzer, texts: Sequence[str]) -> Encoded:
+    rows, tids = index_texts(analyzer, texts)
+    dls = [dl for dl, _ in rows]
+
+    def body(values: list[Any]) -> str:
+        return json.dumps(values, ensure_ascii=False)[1:-1]
+
+    return Encoded(body(list(texts)), body(dls), body([text for _, text in rows]), sum(dls), tids)
+
+
+def encode_texts_here(texts: Sequence[str]) -> Encoded:
+    """encode_texts with this process's shared analyzer: what the analysis process runs (see Writer.analyze_soon)."""
+    return encode_texts(Analyzer.shared(), texts)
+
+
+class _Keyed:
+    """Per token: its terms as "<id>:" prefixes, and as ids. Analyzers differ only in their stem cache, not in
+    their rules, so one table serves them all. A full table is replaced, never cleared: a thread still reading
+    the old one keeps what it found there."""
+
+    MAX = 500_000
+    _current: _Keyed | None = None
+
+    def __init__(self) -> None:
+        self.prefixes: dict[str, tuple[str, ...]] = {}
+        self.ids: dict[str, tuple[int, ...]] = {}
+
+    @classmethod
+    def current(cls, analyzer: Analyzer, tokens: set[str]) -> _Keyed:
+        """The table, holding every one of tokens."""
+        keyed = cls._current or cls()
+        missing = tokens.difference(keyed.ids)
+        if len(keyed.ids) + len(missing) > cls.MAX:
+            keyed, missing = cls(), tokens
+        for token, terms in analyzer.token_terms(missing).items():
+            ids = tuple(term_id(term) for term in terms)
+            keyed.prefixes[token] = tuple(f"{tid}:" for tid in ids)
+            keyed.ids[token] = ids
+        cls._current = keyed
+        return keyed
 
 
 def parse_terms_text(text: str | None) -> set[int]:
@@ -131,4 +159,14 @@ def unnested_sql(where: str) -> str:
         " sum(CAST(split_part(p, ':', 2) AS INTEGER))::INTEGER AS tf, any_value(dl) AS dl"
         f" FROM (SELECT id, session_id, dl, unnest(string_split(terms, ' ')) AS p FROM messages WHERE {where})"
         " WHERE p <> '' GROUP BY term, id"
+    )
+
+
+def listed_sql(where: str) -> str:
+    """unnested_sql for messages whose terms text lists each term once (written by index_texts): no grouping."""
+    return (
+        "SELECT CAST(split_part(p, ':', 1) AS BIGINT) AS term, id AS message_id, session_id,"
+        " CAST(split_part(p, ':', 2) AS INTEGER) AS tf, dl"
+        f" FROM (SELECT id, session_id, dl, unnest(string_split(terms, ' ')) AS p FROM messages WHERE {where})"
+        " WHERE p <> ''"
     )
