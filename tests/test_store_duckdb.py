@@ -766,7 +766,7 @@ def test_an_import_analysed_in_the_analysis_process_indexes_as_appends_do() -> N
         bulk.session(ImportedSession("k"))
         for message in messages:
             bulk.add("k", message)
-    assert imported._writer.analysis_started
+    assert imported._writer.analysis.started
     appended = DuckDBSessionBackend(":memory:")
     appended.append_many([("k", ChatMessage(role="user", content=m.content)) for m in messages])
     postings = "SELECT m.idx, p.term, p.tf, p.dl FROM _postings p JOIN messages m ON m.id = p.message_id ORDER BY ALL"

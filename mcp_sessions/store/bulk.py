@@ -26,7 +26,7 @@ _KEYS = rows_sql({"k": "VARCHAR"})
 _NO_MERGE = 1 << 62
 # Messages are sent to be analysed this many at a time, so the analysis keeps up with the reading and a
 # transaction's end waits for a few of them only; after ANALYSIS_AFTER messages of bulk imports, in the analysis
-# process (see Writer.analyze_soon: starting it takes a few tenths of a second).
+# process (see analysis.Analysis: starting it takes a few tenths of a second).
 ANALYSIS_CHUNK = 500
 ANALYSIS_AFTER = 2_000
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
@@ -114,10 +114,10 @@ class BulkImport:
         batch, self.pending = self.pending, []
         writer = self.writer
         if batch:
-            writer.bulk_analyzed += len(batch)
-            elsewhere = writer.bulk_analyzed > ANALYSIS_AFTER
+            writer.analysis.sent += len(batch)
+            elsewhere = writer.analysis.sent > ANALYSIS_AFTER
             contents = [message.content for _, message in batch]
-            self._analyzing.append((batch, writer.analyze_soon(contents, elsewhere=elsewhere)))
+            self._analyzing.append((batch, writer.analysis.soon(contents, elsewhere=elsewhere)))
             self.added += len(batch)
         # Messages are analysed (in the analysis process) while the next ones are read and the chunk before is
         # inserted (DuckDB, off the GIL); statements on the cursor wait for the INSERT.

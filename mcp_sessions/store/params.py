@@ -8,7 +8,10 @@ JSON text per statement keeps a write at a handful of parameters whatever its si
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 # JSON has no time type: times travel as ISO 8601 text and are cast back.
 _JSON_TYPE = {"TIMESTAMPTZ": "VARCHAR"}
@@ -36,3 +39,16 @@ def file_rows_sql(columns: dict[str, str], path: str, size: int) -> str:
         f"(SELECT {selected} FROM read_json({quoted}, format = 'unstructured', columns = {{{schema}}},"
         f" maximum_object_size = {int(size) + 1}))"
     )
+
+
+@contextmanager
+def spooled(text: str) -> Iterator[tuple[str, int]]:
+    """The text in a temporary file of its own (readable by this user only), as (path, bytes); removed after."""
+    data = text.encode("utf-8", "surrogatepass")
+    fd, path = tempfile.mkstemp(prefix="mcp-sessions-rows-", suffix=".json")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        yield path, len(data)
+    finally:
+        os.unlink(path)

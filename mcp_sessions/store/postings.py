@@ -105,7 +105,7 @@ def encode_texts(analyzer: Analyzer, texts: Sequence[str]) -> Encoded:
 
 
 def encode_texts_here(texts: Sequence[str]) -> Encoded:
-    """encode_texts with this process's shared analyzer: what the analysis process runs (see Writer.analyze_soon)."""
+    """encode_texts with this process's shared analyzer: what the analysis process runs (see analysis.Analysis)."""
     return encode_texts(Analyzer.shared(), texts)
 
 

@@ -7,29 +7,27 @@ import functools
 import itertools
 import json
 import logging
-import multiprocessing
-import os
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import duckdb
 
 from ..errors import StoreReadOnly
 from ..models import ChatMessage, TimestampedMessage
 from ..terms import Analyzer
+from .analysis import Analysis
 from .connection import Connection
 from .imports import ImportMark, record_imports
+from .inserts import FILE_MIN, INSERT_MESSAGE, MESSAGE_COLUMNS, MESSAGE_ROWS, VALUES_MAX, Indexed, Row
 from .live_index import LiveIndex
 from .pages import Slot
-from .params import file_rows_sql, rows_param, rows_sql
-from .postings import Encoded, encode_texts, encode_texts_here, index_texts
+from .params import file_rows_sql, rows_param, rows_sql, spooled
+from .postings import Encoded, index_texts
 from .session_view import SessionRow, SessionView, utc
 from .sql import BEGIN, PAGE_SIZE, POS, Cursor, first, now, rows
 from .tails import Tails
@@ -40,33 +38,6 @@ log = logging.getLogger(__name__)
 SLOTS_MAX = 10_000
 _IDS = rows_sql({"id": "BIGINT"})
 _ADDED_ROWS = rows_sql({"key": "VARCHAR", "added": "BIGINT", "now": "TIMESTAMPTZ"})
-_MESSAGE_COLUMNS = {
-    "id": "BIGINT",
-    "session_id": "BIGINT",
-    "idx": "BIGINT",
-    "role": "VARCHAR",
-    "content": "VARCHAR",
-    "created_at": "TIMESTAMPTZ",
-    "dl": "INTEGER",
-    "terms": "VARCHAR",
-}
-_MESSAGE_ROWS = rows_sql(_MESSAGE_COLUMNS)
-_INSERT_MESSAGE = f"INSERT INTO messages (pos, page, {', '.join(_MESSAGE_COLUMNS)})"
-# Up to this many rows go as one INSERT ... VALUES (cheapest for a few); more as one JSON parameter, or from
-# _FILE_MIN rows on (a bulk import's chunks), as one JSON file.
-_VALUES_MAX = 64
-_FILE_MIN = 1_000
-
-
-class Indexed(NamedTuple):
-    """A message's postings, ready to store: its term count and its terms text (see m004)."""
-
-    dl: int
-    text: str
-
-
-# (session_id, idx, role, content, created_at, indexed) of a message to insert.
-Row = tuple[int, int, str, str, str | None, Indexed]
 
 
 @dataclass(eq=False)
@@ -101,10 +72,8 @@ class Writer:
         self._after_commit: list[Callable[[], None]] = []
         self._writes_since_check = 0
         self._insert_pool: ThreadPoolExecutor | None = None
-        self._analysis_pool: ProcessPoolExecutor | None = None
-        self._analysis_broken = False
-        # Messages of bulk imports sent to be analysed (see BulkImport).
-        self.bulk_analyzed = 0
+        # Where a bulk import's chunks are analysed (see analysis.py).
+        self.analysis = Analysis(analyzer)
         self._pool_lock = threading.Lock()
         # Single appends waiting for the writer (see append_one).
         self._queue: list[_Waiting] = []
@@ -184,8 +153,7 @@ class Writer:
     def close(self) -> None:
         if self._insert_pool is not None:
             self._insert_pool.shutdown(wait=True)
-        if self._analysis_pool is not None:
-            self._analysis_pool.shutdown(wait=True)
+        self.analysis.close()
 
     # Sessions and what the writer remembers of them.
 
@@ -249,54 +217,10 @@ class Writer:
         indexed, tids = index_texts(self.analyzer, contents)
         return [Indexed(*row) for row in indexed], tids
 
-    def analyze_soon(self, contents: list[str], *, elsewhere: bool) -> Future[Encoded]:
-        """The texts analysed and encoded for insert_encoded: done by now, or (elsewhere: a bulk import's) in
-        the analysis process, so that one CPU analyses while the other reads and inserts."""
-        done: Future[Encoded] = Future()
-        if not elsewhere or self._analysis_broken or self.analyzer is not Analyzer.shared():
-            done.set_result(encode_texts(self.analyzer, contents))
-            return done
-
-        def broken(error: BaseException) -> None:
-            # The process could not start (a __main__ that runs itself when imported, say) or died: the import
-            # goes on analysing here.
-            if not self._analysis_broken:
-                log.warning("the analysis process failed, analysing in this one: %s", error)
-            self._analysis_broken = True
-            done.set_result(encode_texts(self.analyzer, contents))
-
-        def arrived(result: Future[Encoded]) -> None:
-            error = result.exception()
-            if isinstance(error, BrokenProcessPool):
-                broken(error)
-            elif error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(result.result())
-
-        try:
-            self._analysis().submit(encode_texts_here, contents).add_done_callback(arrived)
-        except BrokenProcessPool as exc:  # broken by an earlier chunk whose callback has not run yet
-            broken(exc)
-        return done
-
-    @property
-    def analysis_started(self) -> bool:
-        return self._analysis_pool is not None
-
-    def _analysis(self) -> ProcessPoolExecutor:
-        """The process a bulk import's chunks are analysed in: spawned, never forked from a process running
-        DuckDB's threads. Its analyzer follows the same rules with the same stemmers (terms.Analyzer.shared)."""
-        with self._pool_lock:
-            if self._analysis_pool is None:
-                spawn = multiprocessing.get_context("spawn")
-                self._analysis_pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
-            return self._analysis_pool
-
     def insert_messages(self, cur: Cursor, batch: Sequence[Row], before: str = "") -> list[tuple[int, int]]:
         """Insert the rows, each with its postings (see m004); return each one's (id, term count)."""
         ids = [self.index.next_id() for _ in batch]
-        if len(batch) <= _VALUES_MAX:
+        if len(batch) <= VALUES_MAX:
             # Our own ints written into the SQL, the texts and the time as parameters. before: statements
             # without parameters sent in the same call (DuckDB binds the last one's).
             tuples: list[str] = []
@@ -306,19 +230,19 @@ class Writer:
                 keys = f"{pos}, {pos // PAGE_SIZE}, {int(message_id)}, {int(session_id)}, {int(idx)}"
                 tuples.append(f"({keys}, ?, ?, ?, {int(indexed.dl)}, ?)")
                 params += [role, content, created_at, indexed.text]
-            cur.execute(f"{before}{_INSERT_MESSAGE} VALUES {', '.join(tuples)}", params)
+            cur.execute(f"{before}{INSERT_MESSAGE} VALUES {', '.join(tuples)}", params)
         else:
             assert not before, "statements before an INSERT go with a few rows only"
             keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
             flat = [(i, *row[:5], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
             columns = zip(*flat, strict=True)
-            param = rows_param(**dict(zip(_MESSAGE_COLUMNS, columns, strict=True)))
-            if len(batch) < _FILE_MIN or self.conn.memory:
-                cur.execute(f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {_MESSAGE_ROWS}", [param])
+            param = rows_param(**dict(zip(MESSAGE_COLUMNS, columns, strict=True)))
+            if len(batch) < FILE_MIN or self.conn.memory:
+                cur.execute(f"{INSERT_MESSAGE} SELECT {keys}, * FROM {MESSAGE_ROWS}", [param])
             else:
-                with _spooled(param) as (path, size):
-                    from_file = file_rows_sql(_MESSAGE_COLUMNS, path, size)
-                    cur.execute(f"{_INSERT_MESSAGE} SELECT {keys}, * FROM {from_file}")
+                with spooled(param) as (path, size):
+                    from_file = file_rows_sql(MESSAGE_COLUMNS, path, size)
+                    cur.execute(f"{INSERT_MESSAGE} SELECT {keys}, * FROM {from_file}")
         added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
         return added
@@ -339,12 +263,12 @@ class Writer:
             + ", ".join(f'"{name}": {json.dumps(list(values), ensure_ascii=False)}' for name, values in known.items())
             + f', "content": {joined("contents")}, "dl": {joined("dls")}, "terms": {joined("terms")}}}'
         )
-        sql = f"{_INSERT_MESSAGE} SELECT session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}, *"
-        if len(keys) < _FILE_MIN or self.conn.memory:
-            cur.execute(f"{sql} FROM {_MESSAGE_ROWS}", [text])
+        sql = f"{INSERT_MESSAGE} SELECT session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}, *"
+        if len(keys) < FILE_MIN or self.conn.memory:
+            cur.execute(f"{sql} FROM {MESSAGE_ROWS}", [text])
         else:
-            with _spooled(text) as (path, size):
-                cur.execute(f"{sql} FROM {file_rows_sql(_MESSAGE_COLUMNS, path, size)}")
+            with spooled(text) as (path, size):
+                cur.execute(f"{sql} FROM {file_rows_sql(MESSAGE_COLUMNS, path, size)}")
         self.index.count(len(keys), sum(part.dl_total for part in parts))
 
     def _insert_chunk(self, cur: Cursor, batch: Sequence[Row]) -> dict[int, tuple[int, int]]:
@@ -438,7 +362,7 @@ class Writer:
             indexed, tids = analyzed
         else:
             indexed, tids = ([], set()) if bulk else self.analyze([message.content for _, message in batch])
-        if not bulk and len(batch) <= _VALUES_MAX and not marks:
+        if not bulk and len(batch) <= VALUES_MAX and not marks:
             fast = self._append_known(batch, indexed, tids)
             if fast is not None:
                 return fast
@@ -557,16 +481,3 @@ class Writer:
             " RETURNING sessions.key, sessions.id, sessions.message_count",
             [rows_param(key=added, added=added.values(), now=[at] * len(added))],
         ).fetchall()
-
-
-@contextmanager
-def _spooled(text: str) -> Iterator[tuple[str, int]]:
-    """The text in a temporary file of its own (readable by this user only), as (path, bytes); removed after."""
-    data = text.encode("utf-8", "surrogatepass")
-    fd, path = tempfile.mkstemp(prefix="mcp-sessions-rows-", suffix=".json")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        yield path, len(data)
-    finally:
-        os.unlink(path)
