@@ -35,16 +35,21 @@ def _p50_ms(write: Callable[[int], object]) -> float:
     return statistics.median(times) * 1000
 
 
-def duckdb_row(folder: Path) -> float:
-    """One row of (BIGINT, VARCHAR) into a table without indexes, in its own transaction."""
-    db = duckdb.connect(str(folder / "floor.duckdb"))
-    db.execute("CREATE TABLE t (id BIGINT, text VARCHAR)")
+def _row_writes(db: duckdb.DuckDBPyConnection | sqlite3.Connection) -> float:
+    """p50 of one row into db's table t per transaction; closes db."""
     try:
         return _p50_ms(
             lambda i: (db.execute("BEGIN"), db.execute("INSERT INTO t VALUES (?, ?)", [i, TEXT]), db.execute("COMMIT"))
         )
     finally:
         db.close()
+
+
+def duckdb_row(folder: Path) -> float:
+    """One row of (BIGINT, VARCHAR) into a table without indexes, in its own transaction."""
+    db = duckdb.connect(str(folder / "floor.duckdb"))
+    db.execute("CREATE TABLE t (id BIGINT, text VARCHAR)")
+    return _row_writes(db)
 
 
 def duckdb_point_read(folder: Path) -> float:
@@ -75,12 +80,7 @@ def sqlite_row(folder: Path, synchronous: str) -> float:
     db.execute("PRAGMA journal_mode = WAL")
     db.execute(f"PRAGMA synchronous = {synchronous}")
     db.execute("CREATE TABLE t (id INTEGER, text TEXT)")
-    try:
-        return _p50_ms(
-            lambda i: (db.execute("BEGIN"), db.execute("INSERT INTO t VALUES (?, ?)", [i, TEXT]), db.execute("COMMIT"))
-        )
-    finally:
-        db.close()
+    return _row_writes(db)
 
 
 def our_append(folder: Path) -> float:
