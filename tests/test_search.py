@@ -36,11 +36,11 @@ def sessions(backend: DuckDBSessionBackend, keyword: str | None, limit: int = 50
     return [m.key for m in backend.search(SessionQuery(keyword=keyword, limit=limit))]
 
 
-@pytest.fixture(params=["python-recent", "sql-recent", "python-merged", "sql-merged", "postgres"])
+@pytest.fixture(params=["python-recent", "python-rows", "sql-recent", "python-merged", "sql-merged", "postgres"])
 def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
-    """Every test here runs on both scoring paths (rare terms in Python, many in SQL), with postings read
-    from the messages' own lists (no merge yet) and from the term-sorted table (a merge after each write),
-    and on the PostgreSQL store."""
+    """Every test here runs on both scoring paths (rare terms in Python, many in SQL), with postings of
+    messages not yet merged held in memory (recent) or read from the messages' own lists (rows), and read
+    from the term-sorted table (a merge after each write), and on the PostgreSQL store."""
     if request.param == "postgres":
         with PostgresSessionBackend(request.getfixturevalue("pg_uri")) as pg:
             yield pg  # type: ignore[misc]  # the same methods
@@ -49,6 +49,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[DuckDBSessionBackend]:
     tuning = Tuning(python_scoring_max=-1 if scoring == "sql" else Tuning.python_scoring_max)
     if postings == "merged":
         tuning = replace(tuning, merge_messages=1, merge_in_background=False)
+    if postings == "rows":
+        tuning = replace(tuning, recent_in_memory_max=0)
     store = DuckDBSessionBackend(":memory:", tuning=tuning)
     yield store
     store.close()

@@ -195,6 +195,7 @@ class DuckDBSessionBackend(Transfers, SessionBackend):
                 rewritten = 0 if row is None else int(row[0])
             if rewritten == 1:
                 self._index.count(0, dl - (slot.last_dl or 0))
+                self._index.written([(slot.last_id, slot.session_id, dl, indexed.text)], writer.after_commit)
                 updated = Slot(slot.session_id, slot.count, slot.last_id, dl)
             else:
                 # Merged postings are masked by id: the new text is a new message in the same place.

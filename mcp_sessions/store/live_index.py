@@ -14,6 +14,7 @@ from ..errors import StoreReadOnly
 from .connection import Connection
 from .params import rows_param, rows_sql
 from .postings import listed_sql, unnested_sql
+from .recent import RecentPostings
 from .search import Corpus, recent_ids_sql
 from .sql import Cursor, first, rows
 
@@ -54,15 +55,25 @@ class LiveIndex:
         dead = [r[0] for r in rows(db, f"SELECT message_id FROM _dead_messages LIMIT {_DEAD_IDS_MAX + 1}")]
         self._any_dead = bool(dead)
         self._dead_ids: set[int] | None = set(dead) if len(dead) <= _DEAD_IDS_MAX else None
-        # In SQL: after a bulk import (which leaves its merge to later writes) these are millions of rows.
-        self._recent_terms: set[int] = {
-            row[0]
-            for row in rows(
-                db,
-                "SELECT DISTINCT CAST(split_part(p, ':', 1) AS BIGINT) FROM (SELECT unnest(string_split(terms, ' '))"
-                f" AS p FROM messages WHERE {recent_ids_sql(self.merged_upto)}) WHERE p <> ''",
-            )
-        }
+        # The recent postings in memory (None: too many, searches read them from the rows; see recent.py).
+        self.recent: RecentPostings | None = None
+        if self.last_id - self.merged_upto <= self.tuning.recent_in_memory_max:
+            self.recent = RecentPostings(self.tuning.recent_in_memory_max)
+            found = f"SELECT id, session_id, dl, terms FROM messages WHERE {recent_ids_sql(self.merged_upto)}"
+            for message_id, session_id, dl, text in rows(db, found):
+                self.recent.add(message_id, session_id, dl or 0, text)
+            self._recent_terms: set[int] = set(self.recent.by_term)
+        else:
+            # In SQL: after a bulk import (which leaves its merge to later writes) these are millions of rows.
+            self._recent_terms = {
+                row[0]
+                for row in rows(
+                    db,
+                    "SELECT DISTINCT CAST(split_part(p, ':', 1) AS BIGINT) FROM (SELECT"
+                    f" unnest(string_split(terms, ' ')) AS p FROM messages WHERE {recent_ids_sql(self.merged_upto)})"
+                    " WHERE p <> ''",
+                )
+            }
         # Message count and term total, for BM25: read once, then kept up to date by the writes.
         self._stats: list[int] | None = None
         self._stats_lock = threading.Lock()
@@ -77,6 +88,28 @@ class LiveIndex:
     def add_terms(self, tids: set[int]) -> None:
         """Before the write holding these terms commits: a search never skips a recent message's terms."""
         self._recent_terms.update(tids)
+
+    def written(
+        self, docs: list[tuple[int, int, int, str]], after_commit: Callable[[Callable[[], None]], None]
+    ) -> None:
+        """Messages (id, session_id, term count, terms text) the open write inserts or rewrites in place."""
+        recent = self.recent
+        if recent is None:
+            return
+        if not recent.fits(len(docs)):
+            self.recent = None  # before the commit: from now on searches read recent postings from the rows
+            return
+        after_commit(lambda: self._add_recent(docs))
+
+    def _add_recent(self, docs: list[tuple[int, int, int, str]]) -> None:
+        recent = self.recent  # under the write lock, as merges replace it
+        if recent is not None:
+            for doc in docs:
+                recent.add(*doc)
+
+    def unlisted(self) -> None:
+        """Before a write commits messages not told to written() (a bulk import): recent postings from the rows."""
+        self.recent = None
 
     def begin(self) -> None:
         self._pending = [0, 0]
@@ -95,6 +128,9 @@ class LiveIndex:
     def mask(self, cur: Cursor, ids: list[int], after_commit: list[Callable[[], None]]) -> None:
         """Removed messages: a recent one's postings went with its row; merged ones are masked until optimize()."""
         merged = [i for i in ids if i <= self.merged_upto]
+        recent = [i for i in ids if i > self.merged_upto]
+        if recent:
+            after_commit.append(lambda: self._remove_recent(recent))
         if not merged:
             return
         # Set before the commit: a search that reads False began before this removal returns.
@@ -102,6 +138,10 @@ class LiveIndex:
         after_commit.append(lambda: self._add_dead(merged))
         # Deleting from the big term-sorted table would scan it: mark them dead until optimize().
         cur.execute(f"INSERT INTO _dead_messages SELECT id FROM {rows_sql({'id': 'BIGINT'})}", [rows_param(id=merged)])
+
+    def _remove_recent(self, ids: list[int]) -> None:
+        if self.recent is not None:
+            self.recent.remove(ids)
 
     def _add_dead(self, ids: list[int]) -> None:
         if self._dead_ids is not None:
@@ -184,6 +224,7 @@ class LiveIndex:
         each message once; it reads _recent_terms before the boundary, so it never skips messages above it."""
         self.merged_upto = merged_upto
         self._recent_terms = set()
+        self.recent = RecentPostings(self.tuning.recent_in_memory_max)  # under the write lock: all are merged
         if purged:
             self._any_dead = False
             self._dead_ids = set()
@@ -265,7 +306,7 @@ class LiveIndex:
         """A cursor and what scoring needs. The merge boundary is read before any statement of the search
         (see search._branches); each statement then reads its own snapshot, and hits removed since are dropped."""
         # In this order: see _moved.
-        recent_terms, dead_ids, any_dead = self._recent_terms, self._dead_ids, self._any_dead
+        recent_terms, recent, dead_ids, any_dead = self._recent_terms, self.recent, self._dead_ids, self._any_dead
         upto = self.merged_upto
         cur = self.conn.cursor()
         with self._stats_lock:
@@ -277,6 +318,7 @@ class LiveIndex:
         return cur, Corpus(
             merged_upto=upto,
             recent_terms=recent_terms,
+            recent=recent,
             any_dead=any_dead,
             dead_ids=dead_ids,
             docs=docs,

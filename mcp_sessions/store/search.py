@@ -17,6 +17,7 @@ from .. import bm25
 from ..models import MessageFilters, TimestampedMessage
 from ..terms import term_id
 from .postings import holds_sql, tf_sql
+from .recent import RecentPostings
 from .sql import POS, Cursor
 
 
@@ -26,6 +27,7 @@ class Corpus:
 
     merged_upto: int  # messages with ids up to this have their postings in _postings
     recent_terms: set[int]  # term ids held by messages above merged_upto (a superset)
+    recent: RecentPostings | None  # their postings, when all of them are in memory
     any_dead: bool  # whether any merged posting may be masked (see _dead_messages)
     dead_ids: set[int] | None  # the masked message ids, None when too many to keep in memory
     docs: int
@@ -39,8 +41,9 @@ def _literal(value: float) -> str:
     return f"{float(value)!r}::DOUBLE"
 
 
-def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool) -> str:
-    """(first, message_id, session_id, tf, dl) rows of each term's live postings, first[k] leading term k's rows.
+def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool, with_recent: bool = True) -> str:
+    """(first, message_id, session_id, tf, dl) rows of each term's live postings, first[k] leading term k's rows;
+    with_recent=False: only the merged ones (the caller takes the others from memory).
 
     Term ids and the boundary are our own ints, written into the SQL: no parameter to convert per branch.
     """
@@ -53,7 +56,7 @@ def _branches(tids: list[int], corpus: Corpus, first: list[str], *, mask: bool) 
     ]
     # Ids above the boundary read before the snapshot come from the messages' own terms instead, so a merge
     # committing in between is seen exactly once: one scan of those few rows for all the terms they hold.
-    recent = [k for k, tid in enumerate(tids) if tid in corpus.recent_terms]
+    recent = [k for k, tid in enumerate(tids) if with_recent and tid in corpus.recent_terms]
     if recent:
         firsts = ", ".join(first[k] for k in recent)
         tfs = ", ".join(tf_sql(tids[k]) for k in recent)
@@ -75,15 +78,15 @@ def recent_ids_sql(upto: int) -> str:
     return f"id BETWEEN {int(upto) + 1} AND {(1 << 63) - 1}"
 
 
-def _frequencies_sql(tids: list[int], corpus: Corpus) -> str:
-    """(k, n) rows, n summing to how many messages hold term k. Like Lucene's document frequency, it counts
-    removed messages until optimize() purges their postings."""
+def _frequencies_sql(tids: list[int], corpus: Corpus, *, with_recent: bool = True) -> str:
+    """(k, n) rows, n summing to how many messages hold term k (with_recent=False: of the merged postings). Like
+    Lucene's document frequency, it counts removed messages until optimize() purges their postings."""
     upto = int(corpus.merged_upto)
     branches = [
         f"SELECT {k} AS k, count(*) AS n FROM _postings WHERE term = {int(tid)} AND message_id <= {upto}"
         for k, tid in enumerate(tids)
     ]
-    recent = [k for k, tid in enumerate(tids) if tid in corpus.recent_terms]
+    recent = [k for k, tid in enumerate(tids) if with_recent and tid in corpus.recent_terms]
     if recent:
         counts = ", ".join(f"count(*) FILTER (WHERE {holds_sql(tids[k])})" for k in recent)
         branches.append(
@@ -150,11 +153,15 @@ def _plan(
     """Count the terms' postings and, in the same statement, fetch them while they are few."""
     tids = [term_id(t) for t in terms]
     where, params = _where(filters)
+    # Without filters (which SQL applies) the recent postings come from memory, if it holds them all.
+    recent = corpus.recent if not where else None
+    in_sql = recent is None
     # Masked postings are dropped in Python when their ids are at hand (see _score_in_python).
-    union = _branches(tids, corpus, [str(k) for k in range(len(tids))], mask=corpus.dead_ids is None)
+    firsts = [str(k) for k in range(len(tids))]
+    union = _branches(tids, corpus, firsts, mask=corpus.dead_ids is None, with_recent=in_sql)
     # One round trip: the frequencies (message_id NULL), then at most python_scoring_max + 1 postings.
     rows = cur.execute(
-        f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus)})"
+        f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus, with_recent=in_sql)})"
         f" UNION ALL (SELECT *, NULL FROM ({union}) AS p(k, message_id, session_id, tf, dl) {where}"
         f" LIMIT {corpus.python_scoring_max + 1})",
         params,
@@ -163,10 +170,16 @@ def _plan(
     for row in rows:
         if row[1] is None:
             dfs[row[0]] += row[5]
+    found = [row[:5] for row in rows if row[1] is not None]
+    if recent is not None:
+        for k, tid in enumerate(tids):
+            held = recent.postings(k, tid, corpus.merged_upto)
+            dfs[k] += len(held)
+            found += held
     if not any(dfs):
         return None
     postings = sum(dfs)
-    fetched = [row[:5] for row in rows if row[1] is not None] if postings <= corpus.python_scoring_max else None
+    fetched = found if postings <= corpus.python_scoring_max else None
     idfs = [bm25.idf(df, corpus.docs) for df in dfs]
     return _Plan(tids, idfs, corpus, where, params, fetched, weighted)
 

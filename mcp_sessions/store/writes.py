@@ -245,6 +245,8 @@ class Writer:
                     cur.execute(f"{INSERT_MESSAGE} SELECT {keys}, * FROM {from_file}")
         added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
+        docs = [(i, row[0], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
+        self.index.written(docs, self.after_commit)
         return added
 
     def insert_encoded(
@@ -252,6 +254,7 @@ class Writer:
     ) -> None:
         """Insert the (session_id, idx, role, created_at) rows whose contents and postings are the parts, in order."""
         ids = [self.index.next_id() for _ in keys]
+        self.index.unlisted()
         columns = zip(*keys, strict=True)
 
         def joined(field: str) -> str:
