@@ -131,3 +131,20 @@ def test_a_bad_message_is_refused_before_it_queues_and_spares_the_group(tmp_path
     assert outcomes == {"fits 1": 1, "fits 2": 2}
     assert groups == [2]
     backend.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["it's 'quoted' -- not a comment; COMMIT;", "a\x00b", "é🙂\\n" * 3, "x" * 20_000, "$$ dollar $$"],
+    ids=["quotes", "nul", "unicode", "long", "dollars"],
+)
+def test_an_append_committed_in_its_insert_call_keeps_the_text_exactly(tmp_path: Path, content: str) -> None:
+    """Texts that go into the SQL as literals (and those that cannot: a NUL, a long one) come back unchanged,
+    and the append is durable: it is there after reopening."""
+    path = tmp_path / "literal.duckdb"
+    with DuckDBSessionBackend(path) as backend:
+        backend.append("s", ChatMessage(role="user", content="first"))  # the writer knows the session now
+        assert backend.append("s", ChatMessage(role="assistant", content=content)) == 2
+        assert backend.load("s")[-1].content == content
+    with DuckDBSessionBackend(path) as backend:
+        assert [m.content for m in backend.load("s")] == ["first", content]

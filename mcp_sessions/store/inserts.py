@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .params import rows_sql
+from .sql import PAGE_SIZE, POS
 
 MESSAGE_COLUMNS = {
     "id": "BIGINT",
@@ -33,3 +35,32 @@ class Indexed(NamedTuple):
 
 # (session_id, idx, role, content, created_at, indexed) of a message to insert.
 Row = tuple[int, int, str, str, str | None, Indexed]
+
+
+# Texts up to this long without a NUL (which ends a string in DuckDB's parser) may go into the SQL itself.
+LITERAL_MAX = 16_384
+
+
+def literal(text: str) -> str | None:
+    """text as an SQL string literal, or None where it must go as a parameter."""
+    if len(text) > LITERAL_MAX or "\x00" in text:
+        return None
+    return "'" + text.replace("'", "''") + "'"
+
+
+def values_sql(ids: Sequence[int], batch: Sequence[Row], *, inline: bool) -> tuple[str, list[object], bool]:
+    """The VALUES rows of an INSERT_MESSAGE for these ids, their parameters, and whether the texts went into
+    the SQL as literals instead (asked by inline, done when every one can). Our own ints are always written in."""
+    texts = [(role, content, at, indexed.text) for _, _, role, content, at, indexed in batch]
+    quoted = [[literal(t) if t is not None else "NULL" for t in row] for row in texts] if inline else []
+    inline = inline and all(q is not None for row in quoted for q in row)
+    tuples: list[str] = []
+    params: list[object] = []
+    for k, (message_id, (session_id, idx, *_, indexed)) in enumerate(zip(ids, batch, strict=True)):
+        pos = int(session_id) * POS + int(idx)
+        keys = f"{pos}, {pos // PAGE_SIZE}, {int(message_id)}, {int(session_id)}, {int(idx)}"
+        role, content, at, terms = quoted[k] if inline else ("?", "?", "?", "?")
+        tuples.append(f"({keys}, {role}, {content}, {at}, {int(indexed.dl)}, {terms})")
+        if not inline:
+            params += texts[k]
+    return ", ".join(tuples), params, inline

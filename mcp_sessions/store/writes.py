@@ -23,7 +23,7 @@ from ..terms import Analyzer
 from .analysis import Analysis
 from .connection import Connection
 from .imports import ImportMark, record_imports
-from .inserts import FILE_MIN, INSERT_MESSAGE, MESSAGE_COLUMNS, MESSAGE_ROWS, VALUES_MAX, Indexed, Row
+from .inserts import FILE_MIN, INSERT_MESSAGE, MESSAGE_COLUMNS, MESSAGE_ROWS, VALUES_MAX, Indexed, Row, values_sql
 from .live_index import LiveIndex
 from .pages import Slot
 from .params import file_rows_sql, rows_param, rows_sql, spooled
@@ -71,6 +71,7 @@ class Writer:
         self.slots: dict[str, Slot] = {}
         self._after_commit: list[Callable[[], None]] = []
         self._writes_since_check = 0
+        self._folded = False
         self._insert_pool: ThreadPoolExecutor | None = None
         # Where a bulk import's chunks are analysed (see analysis.py).
         self.analysis = Analysis(analyzer)
@@ -95,11 +96,13 @@ class Writer:
             cur = self.conn.cursor()
             self.index.begin()
             self._after_commit = []
+            self._folded = False  # set when the body's last statement committed (see insert_messages)
             if begin:
                 cur.begin()
             try:
                 yield cur
-                cur.commit()
+                if not self._folded:
+                    cur.commit()
             except BaseException as exc:
                 self.slots.clear()
                 try:
@@ -217,20 +220,22 @@ class Writer:
         indexed, tids = index_texts(self.analyzer, contents)
         return [Indexed(*row) for row in indexed], tids
 
-    def insert_messages(self, cur: Cursor, batch: Sequence[Row], before: str = "") -> list[tuple[int, int]]:
-        """Insert the rows, each with its postings (see m004); return each one's (id, term count)."""
+    def insert_messages(
+        self, cur: Cursor, batch: Sequence[Row], before: str = "", *, commit: bool = False
+    ) -> list[tuple[int, int]]:
+        """Insert the rows, each with its postings (see m004); return each one's (id, term count). commit: the
+        same call to DuckDB commits, when the texts can go into the SQL (see transaction)."""
         ids = [self.index.next_id() for _ in batch]
         if len(batch) <= VALUES_MAX:
-            # Our own ints written into the SQL, the texts and the time as parameters. before: statements
-            # without parameters sent in the same call (DuckDB binds the last one's).
-            tuples: list[str] = []
-            params: list[object] = []
-            for message_id, (session_id, idx, role, content, created_at, indexed) in zip(ids, batch, strict=True):
-                pos = int(session_id) * POS + int(idx)
-                keys = f"{pos}, {pos // PAGE_SIZE}, {int(message_id)}, {int(session_id)}, {int(idx)}"
-                tuples.append(f"({keys}, ?, ?, ?, {int(indexed.dl)}, ?)")
-                params += [role, content, created_at, indexed.text]
-            cur.execute(f"{before}{INSERT_MESSAGE} VALUES {', '.join(tuples)}", params)
+            # Our own ints written into the SQL, the texts and the time as parameters, or as literals when the
+            # same call commits. before: statements without parameters (DuckDB binds the last one's).
+            values, params, inline = values_sql(ids, batch, inline=commit)
+            sql = f"{before}{INSERT_MESSAGE} VALUES {values}"
+            if inline:
+                cur.execute(f"{sql}; COMMIT")
+                self._folded = True
+            else:
+                cur.execute(sql, params)
         else:
             assert not before, "statements before an INSERT go with a few rows only"
             keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
@@ -467,7 +472,7 @@ class Writer:
                     f" WHERE id = {int(slot.session_id)}; "
                     for key, slot in slots.items()
                 )
-                ids = self.insert_messages(cur, new_rows, before=BEGIN + updates)
+                ids = self.insert_messages(cur, new_rows, before=BEGIN + updates, commit=True)
                 lasts = {key: last for (key, _), last in zip(batch, ids, strict=True)}
                 for key, slot in slots.items():
                     self.remember(key, Slot(slot.session_id, counts[key], *lasts[key]))
