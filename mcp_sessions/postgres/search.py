@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import bm25
+from ..filters_sql import filter_conditions
 from ..models import MessageFilters, TimestampedMessage
 from .pool import Cursor
 from .writes import COLUMNS, exact
@@ -34,31 +35,12 @@ def _frequencies(cur: Cursor, tids: list[int]) -> tuple[int, float, list[int]]:
 
 def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     """Conditions over postings for the filters (each starting with AND), and their parameters."""
-    where: list[str] = []
-    params: list[object] = []
-    if filters.session_key is not None:
-        where.append("session_id = (SELECT id FROM sessions WHERE key = %s)")
-        params.append(filters.session_key)
-    if filters.agent_alias is not None:
-        where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = %s)")
-        params.append(filters.agent_alias)
-    if filters.channel_id is not None:
-        where.append("session_id IN (SELECT id FROM sessions WHERE channel_id = %s)")
-        params.append(filters.channel_id)
-    if filters.exclude_session_keys:
-        where.append("session_id NOT IN (SELECT id FROM sessions WHERE key = ANY(%s))")
-        params.append(sorted(filters.exclude_session_keys))
-    message_where: list[str] = []
-    for column, op, value in (
-        ("role", "=", filters.role),
-        ("created_at", ">=", filters.since),
-        ("created_at", "<=", filters.until),
-    ):
-        if value is not None:
-            message_where.append(f"{column} {op} %s")
-            params.append(value.replace("\x00", "\ufffd") if isinstance(value, str) else value)
-    if message_where:
-        where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
+    where, params = filter_conditions(
+        filters,
+        "%s",
+        lambda keys: ("= ANY(%s)", [keys]),
+        lambda value: value.replace("\x00", "\ufffd") if isinstance(value, str) else value,
+    )
     return "".join(f" AND {w}" for w in where), params
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .. import bm25
+from ..filters_sql import filter_conditions
 from ..models import MessageFilters, TimestampedMessage
 from ..terms import term_id
 from .postings import holds_sql, tf_sql
@@ -98,33 +99,12 @@ def _frequencies_sql(tids: list[int], corpus: Corpus, *, with_recent: bool = Tru
 
 def _where(filters: MessageFilters) -> tuple[str, list[object]]:
     """A WHERE clause over (message_id, session_id) rows for the filters, or ''."""
-    where: list[str] = []
-    params: list[object] = []
-    if filters.session_key is not None:
-        where.append("session_id = (SELECT id FROM sessions WHERE key = ?)")
-        params.append(filters.session_key)
-    if filters.agent_alias is not None:
-        where.append("session_id IN (SELECT id FROM sessions WHERE agent_alias = ?)")
-        params.append(filters.agent_alias)
-    if filters.channel_id is not None:
-        where.append("session_id IN (SELECT id FROM sessions WHERE channel_id = ?)")
-        params.append(filters.channel_id)
-    if filters.exclude_session_keys:
-        marks = ", ".join("?" for _ in filters.exclude_session_keys)
-        where.append(f"session_id NOT IN (SELECT id FROM sessions WHERE key IN ({marks}))")
-        params.extend(filters.exclude_session_keys)
-    # Message filters read only the narrow columns they test, never the content.
-    message_where: list[str] = []
-    for column, op, value in (
-        ("role", "=", filters.role),
-        ("created_at", ">=", filters.since),
-        ("created_at", "<=", filters.until),
-    ):
-        if value is not None:
-            message_where.append(f"{column} {op} ?")
-            params.append(value.isoformat() if isinstance(value, datetime) else value)
-    if message_where:
-        where.append(f"message_id IN (SELECT id FROM messages WHERE {' AND '.join(message_where)})")
+    where, params = filter_conditions(
+        filters,
+        "?",
+        lambda keys: (f"IN ({', '.join('?' for _ in keys)})", list(keys)),
+        lambda value: value.isoformat() if isinstance(value, datetime) else value,
+    )
     return ("WHERE " + " AND ".join(where) if where else ""), params
 
 
