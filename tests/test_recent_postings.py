@@ -16,12 +16,24 @@ def _text(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))) + f" fresh{n}"
 
 
+FILTERS = [
+    MessageFilters(),
+    MessageFilters(session_key="s1"),
+    MessageFilters(role="user"),
+    MessageFilters(agent_alias="bot"),
+    MessageFilters(exclude_session_keys=["s2", "s3"]),
+    MessageFilters(session_key="s4", role="assistant"),
+]
+
+
 def _results(backend: DuckDBSessionBackend) -> list[object]:
     out: list[object] = []
     for query in QUERIES:
-        page = backend.search_messages_page(MessageSearch(query=query, limit=50))
-        out.append([(h.session_key, h.index, round(h.score, 9), h.snippet) for h in page.hits])
+        for filters in FILTERS:
+            page = backend.search_messages_page(MessageSearch(query=query, limit=50, filters=filters))
+            out.append([(h.session_key, h.index, round(h.score, 9), h.snippet) for h in page.hits])
         out.append([m.key for m in backend.search(SessionQuery(keyword=query, limit=50))])
+        out.append([m.key for m in backend.search(SessionQuery(keyword=query, limit=50), agent_alias="bot")])
     return out
 
 
@@ -31,7 +43,9 @@ Op = tuple[str, str, str, str]  # what, session key, role, content
 def _ops(rng: random.Random, steps: int) -> list[Op]:
     ops: list[Op] = []
     for n in range(steps):
-        what = rng.choices(["append", "update_last", "remove_last", "compact", "clear", "delete"], [12, 3, 2, 1, 1, 1])
+        what = rng.choices(
+            ["append", "update_last", "remove_last", "compact", "clear", "delete", "alias"], [12, 3, 2, 1, 1, 1, 1]
+        )
         ops.append((what[0], f"s{rng.randrange(6)}", rng.choice(["user", "assistant"]), _text(rng, n)))
     return ops
 
@@ -46,6 +60,8 @@ def _apply(backend: DuckDBSessionBackend, ops: list[Op]) -> None:
             backend.remove_last(key)
         elif what == "compact":
             backend.compact(key)
+        elif what == "alias":
+            backend.set_session_agent_alias(key, "bot")
         elif what == "clear":
             backend.clear_messages(key)
         else:

@@ -109,6 +109,9 @@ def _where(filters: MessageFilters) -> tuple[str, list[object]]:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Up to this many recent messages holding a query's terms go to SQL as a list to be filtered; past it, filtered
+# searches read the recent rows (see _branches).
+_LISTED_MAX = 500
 Scored = tuple[int, int, float]  # message_id, session_id, score
 
 
@@ -133,33 +136,50 @@ def _plan(
     """Count the terms' postings and, in the same statement, fetch them while they are few."""
     tids = [term_id(t) for t in terms]
     where, params = _where(filters)
-    # Without filters (which SQL applies) the recent postings come from memory, if it holds them all.
-    recent = corpus.recent if not where else None
-    in_sql = recent is None
+    # The recent postings come from memory when it holds them all; filters are applied to them in the same
+    # statement, on their (message_id, session_id) pairs, unless they are too many to list.
+    held = None
+    pairs: set[tuple[int, int]] = set()
+    if corpus.recent is not None:
+        held = [corpus.recent.postings(k, tid, corpus.merged_upto) for k, tid in enumerate(tids)]
+        pairs = {(p[1], p[2]) for postings in held for p in postings}
+        if where and len(pairs) > _LISTED_MAX:
+            held = None
+    in_sql = held is None
     # Masked postings are dropped in Python when their ids are at hand (see _score_in_python).
     firsts = [str(k) for k in range(len(tids))]
     union = _branches(tids, corpus, firsts, mask=corpus.dead_ids is None, with_recent=in_sql)
-    # One round trip: the frequencies (message_id NULL), then at most python_scoring_max + 1 postings.
-    rows = cur.execute(
+    # One round trip: the frequencies (message_id NULL), then at most python_scoring_max + 1 postings, then
+    # (k -1) the listed recent messages that pass the filters.
+    sql = (
         f"SELECT k, NULL, NULL, NULL, NULL, n FROM ({_frequencies_sql(tids, corpus, with_recent=in_sql)})"
         f" UNION ALL (SELECT *, NULL FROM ({union}) AS p(k, message_id, session_id, tf, dl) {where}"
-        f" LIMIT {corpus.python_scoring_max + 1})",
-        params,
-    ).fetchall()
+        f" LIMIT {corpus.python_scoring_max + 1})"
+    )
+    listing = held is not None and where and pairs
+    if listing:
+        listed = ", ".join(f"({int(m)}, {int(s)})" for m, s in pairs)
+        sql += (
+            " UNION ALL SELECT -1, message_id, NULL, NULL, NULL, NULL"
+            f" FROM (VALUES {listed}) AS r(message_id, session_id) {where}"
+        )
+    rows = cur.execute(sql, params + params if listing else params).fetchall()
     dfs = [0] * len(tids)
+    found: list[tuple[int, int, int, int, int]] = []
+    passed: set[int] = set()
     for row in rows:
-        if row[1] is None:
+        if row[0] == -1:
+            passed.add(row[1])
+        elif row[1] is None:
             dfs[row[0]] += row[5]
-    found = [row[:5] for row in rows if row[1] is not None]
-    if recent is not None:
-        for k, tid in enumerate(tids):
-            held = recent.postings(k, tid, corpus.merged_upto)
-            dfs[k] += len(held)
-            found += held
+        else:
+            found.append(row[:5])
+    for k, postings in enumerate(held or ()):
+        dfs[k] += len(postings)  # a document frequency counts every holder, as the SQL one does
+        found += postings if not where else [p for p in postings if p[1] in passed]
     if not any(dfs):
         return None
-    postings = sum(dfs)
-    fetched = found if postings <= corpus.python_scoring_max else None
+    fetched = found if sum(dfs) <= corpus.python_scoring_max else None
     idfs = [bm25.idf(df, corpus.docs) for df in dfs]
     return _Plan(tids, idfs, corpus, where, params, fetched, weighted)
 
