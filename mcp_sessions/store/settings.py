@@ -12,9 +12,9 @@ class Tuning:
     # Messages written since the last merge keep their postings in their own rows (see m004); once there are
     # this many, a merge moves them into the term-sorted table.
     merge_messages: int = 2_000
-    # Up to this many of those messages, their postings are also kept in memory as they commit (see recent.py),
-    # and searches without filters read them from there; past it (a bulk import), or at 0, from the rows.
-    recent_in_memory_max: int = 20_000
+    # Up to this many of those messages (about 2.5 KiB each), their postings are also kept in memory as they
+    # commit, and searches read them from there (see recent.py); past it (a bulk import), or at 0, from the rows.
+    recent_in_memory_max: int = 5_000
     # Merges run on a thread of their own (see LiveIndex); False merges inside the write that asks.
     merge_in_background: bool = True
     # A merge of fewer postings than this makes a run that spans every term in a row group or two: scattered.
