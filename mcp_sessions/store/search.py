@@ -2,8 +2,9 @@
 
 A query term's postings live in two places (see m004): merged ones in _postings (sorted by term, so zone
 maps skip every row group without it), and those of messages written since the last merge in the messages'
-own term lists. A search first counts each term's postings (its document frequency), then scores: in
-Python when the terms are rare (a few rows fetched beat a planned aggregate), in one SQL aggregate otherwise.
+own term lists, which this process also holds in memory (see recent.py). A search first counts each term's
+postings (its document frequency), then scores: in Python when the terms are rare (a few rows fetched beat a
+planned aggregate), in one SQL aggregate otherwise.
 """
 
 from __future__ import annotations
