@@ -58,7 +58,8 @@ class Feed:
 
     def push(self, session_keys: list[str], origin: str | None) -> None:
         """Announce a write to every watching relay but the one it came from."""
-        self._pending.put((session_keys, origin))
+        if self._streams:  # none watching (the usual case): no wake of the feed's thread per write
+            self._pending.put((session_keys, origin))
 
     def close(self) -> None:
         self._pending.put(None)
