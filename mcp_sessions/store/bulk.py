@@ -153,12 +153,15 @@ class BulkImport:
             self._insert(taken, parts)
 
     def _insert(self, batch: list[tuple[str, ImportedMessage]], parts: list[Encoded]) -> None:
-        unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
-        if unplaced:
+        sessions = self.sessions
+        if any(key not in sessions for key, _ in batch):
+            # Placing waits for the INSERT before: the sessions of the messages read since are placed with these
+            # (in the same order, so their ids are the same), not one wait for each chunk that brings new ones.
+            later = itertools.chain(batch, (m for sent, _ in self._analyzing for m in sent), self.pending)
+            unplaced = list(dict.fromkeys(key for key, _ in later if key not in sessions))
             self._wait()
             self._place(unplaced)
         rows: list[tuple[int, int, str, str | None]] = []
-        sessions = self.sessions
         for key, message in batch:
             session = sessions[key]
             at = message.created_at
