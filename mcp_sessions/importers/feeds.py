@@ -93,7 +93,8 @@ def message_problem(role: object, content: object, max_content_bytes: int) -> st
     if len(role) > MAX_ROLE_CHARS:
         return f"role must be at most {MAX_ROLE_CHARS} characters, got {len(role)}"
     try:
-        size = len(content.encode("utf-8"))
+        # ASCII (most text) is its own size in UTF-8 and holds no lone surrogate: no copy to count it.
+        size = len(content) if content.isascii() else len(content.encode("utf-8"))
         role.encode("utf-8")
     except UnicodeEncodeError:
         return "role and content must be valid Unicode text (one holds a lone surrogate)"

@@ -3,6 +3,7 @@ while the other reads sources and DuckDB inserts; here, when that process cannot
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import threading
@@ -65,9 +66,15 @@ class Analysis:
         with self._lock:
             if self._pool is None:
                 spawn = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_started)
             return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _started() -> None:
+    """In the analysis process: its caches hold hundreds of thousands of objects, which the collector's default
+    thresholds would scan again every few chunks (there are no cycles among them)."""
+    gc.set_threshold(100_000, 50, 100)

@@ -3,6 +3,7 @@ source's metadata; chunks are inserted on the writer's insert thread while the n
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
@@ -29,6 +30,10 @@ _NO_MERGE = 1 << 62
 # process (see analysis.Analysis: starting it takes a few tenths of a second).
 ANALYSIS_CHUNK = 500
 ANALYSIS_AFTER = 2_000
+# Messages sent and not yet inserted, at most: past this the reader waits for the analysis (the slower side), so
+# a big transaction does not hold its whole source in memory.
+IN_FLIGHT = 16_000
+BEHIND = 12
 _METADATA = ("name", "agent_alias", "channel_id", "room_id", "sender_id", "state", "turn_id", "turn_started_at")
 _TIMES = ("turn_started_at",)
 _TOTALS = rows_sql(
@@ -115,13 +120,20 @@ class BulkImport:
         writer = self.writer
         if batch:
             writer.analysis.sent += len(batch)
-            elsewhere = writer.analysis.sent > ANALYSIS_AFTER
+            # With BEHIND chunks still queued there, the analysis process is the slower side: this chunk is
+            # analysed here, by the reader that would otherwise wait for it (the two processes share the work).
+            queued = sum(1 for _, analysis in self._analyzing if not analysis.done())
+            elsewhere = writer.analysis.sent > ANALYSIS_AFTER and queued < BEHIND
             contents = [message.content for _, message in batch]
             self._analyzing.append((batch, writer.analysis.soon(contents, elsewhere=elsewhere)))
             self.added += len(batch)
         # Messages are analysed (in the analysis process) while the next ones are read and the chunk before is
         # inserted (DuckDB, off the GIL); statements on the cursor wait for the INSERT.
         analyzing = self._analyzing
+        if not last and len(analyzing) * self.analysis_chunk > IN_FLIGHT:
+            # The reader is ahead: wait for the analyses that make the next INSERT.
+            ahead = max(self.chunk // self.analysis_chunk, 1)
+            wait([analysis for _, analysis in itertools.islice(analyzing, ahead)])
         while analyzing:
             ready = 0
             for sent, analysis in analyzing:
@@ -141,12 +153,15 @@ class BulkImport:
             self._insert(taken, parts)
 
     def _insert(self, batch: list[tuple[str, ImportedMessage]], parts: list[Encoded]) -> None:
-        unplaced = list(dict.fromkeys(key for key, _ in batch if key not in self.sessions))
-        if unplaced:
+        sessions = self.sessions
+        if any(key not in sessions for key, _ in batch):
+            # Placing waits for the INSERT before: the sessions of the messages read since are placed with these
+            # (in the same order, so their ids are the same), not one wait for each chunk that brings new ones.
+            later = itertools.chain(batch, (m for sent, _ in self._analyzing for m in sent), self.pending)
+            unplaced = list(dict.fromkeys(key for key, _ in later if key not in sessions))
             self._wait()
             self._place(unplaced)
         rows: list[tuple[int, int, str, str | None]] = []
-        sessions = self.sessions
         for key, message in batch:
             session = sessions[key]
             at = message.created_at

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from operator import add
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import duckdb
 
@@ -76,9 +76,10 @@ def index_texts(analyzer: Analyzer, texts: Sequence[str]) -> tuple[list[tuple[in
     prefixes = keyed.prefixes.__getitem__
     rows: list[tuple[int, str]] = []
     for token_list in token_lists:
-        parts = list(chain.from_iterable(map(prefixes, token_list)))
-        counts = Counter(parts)
-        rows.append((len(parts), " " + " ".join(map(add, counts, map(str, counts.values()))) + " "))
+        # Counted as they are chained, with no list of them in between (a quarter of this loop's time).
+        counts = Counter(chain.from_iterable(map(prefixes, token_list)))
+        tfs = counts.values()
+        rows.append((sum(tfs), " " + " ".join(map(add, counts, map(str, tfs))) + " "))
     tids = set(chain.from_iterable(map(keyed.ids.__getitem__, tokens)))
     return rows, tids
 
@@ -97,11 +98,10 @@ class Encoded(NamedTuple):
 def encode_texts(analyzer: Analyzer, texts: Sequence[str]) -> Encoded:
     rows, tids = index_texts(analyzer, texts)
     dls = [dl for dl, _ in rows]
-
-    def body(values: list[Any]) -> str:
-        return json.dumps(values, ensure_ascii=False)[1:-1]
-
-    return Encoded(body(list(texts)), body(dls), body([text for _, text in rows]), sum(dls), tids)
+    contents = json.dumps(list(texts), ensure_ascii=False)[1:-1]
+    # Terms texts hold digits, "-", ":" and spaces only: quoted as they are, not run through the encoder.
+    terms = '"' + '", "'.join([text for _, text in rows]) + '"' if rows else ""
+    return Encoded(contents, ", ".join(map(str, dls)), terms, sum(dls), tids)
 
 
 def encode_texts_here(texts: Sequence[str]) -> Encoded:
