@@ -11,7 +11,7 @@ import duckdb
 
 from .connection import Connection
 from .params import rows_param, rows_sql
-from .sql import Cursor
+from .sql import Cursor, quoted
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,12 @@ _REPLACED = rows_sql({"k": "VARCHAR", "d": "VARCHAR"})
 _MARKS = rows_sql({"k": "VARCHAR", "b": "BIGINT", "l": "BIGINT", "d": "VARCHAR", "s": "VARCHAR"})
 
 
-def _quoted(text: str) -> str:
-    """A SQL string literal: COPY and read_json take no parameters for their paths and options."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def export_messages(conn: Connection, path: str | os.PathLike[str], format: str) -> int:
     """Write every message (session_key, index, role, content, created_at, with the session's name and
     agent_alias) to one file, format 'json' (JSON Lines) or 'parquet'; return how many."""
     if format not in ("json", "parquet"):
         raise ValueError(f"format must be 'json' or 'parquet', got {format!r}")
-    target = _quoted(str(path))
+    target = quoted(str(path))
     with conn.read() as cur:
         row = cur.execute(
             "COPY (SELECT s.key AS session_key, m.idx AS index, m.role, m.content,"
@@ -111,12 +106,12 @@ def parquet_from_jsonl(source: Path, target: Path) -> int:
     """Rewrite an `export --all` JSON Lines file as Parquet with the embedded store's column types; return the
     rows. DuckDB (a dependency anyway) streams it, spilling to its own temporary folder, not to memory."""
 
-    columns = "{" + ", ".join(f"{_quoted(name)}: {_quoted(kind)}" for name, kind in ALL_COLUMNS.items()) + "}"
+    columns = "{" + ", ".join(f"{quoted(name)}: {quoted(kind)}" for name, kind in ALL_COLUMNS.items()) + "}"
     selected = ", ".join(f'"{name}"' for name in ALL_COLUMNS)
     with duckdb.connect() as db:
-        db.execute(f"SET temp_directory = {_quoted(str(target.parent / (target.name + '.tmp')))}")
+        db.execute(f"SET temp_directory = {quoted(str(target.parent / (target.name + '.tmp')))}")
         row = db.execute(
-            f"COPY (SELECT {selected} FROM read_json({_quoted(str(source))}, format = 'newline_delimited',"
-            f" columns = {columns})) TO {_quoted(str(target))} (FORMAT parquet)"
+            f"COPY (SELECT {selected} FROM read_json({quoted(str(source))}, format = 'newline_delimited',"
+            f" columns = {columns})) TO {quoted(str(target))} (FORMAT parquet)"
         ).fetchone()
     return 0 if row is None else int(row[0])

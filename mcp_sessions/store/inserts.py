@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .params import rows_sql
-from .sql import PAGE_SIZE, POS
+from .sql import PAGE_SIZE, POS, quoted
 
 MESSAGE_COLUMNS = {
     "id": "BIGINT",
@@ -45,21 +45,21 @@ def literal(text: str) -> str | None:
     """text as an SQL string literal, or None where it must go as a parameter."""
     if len(text) > LITERAL_MAX or "\x00" in text:
         return None
-    return "'" + text.replace("'", "''") + "'"
+    return quoted(text)
 
 
 def values_sql(ids: Sequence[int], batch: Sequence[Row], *, inline: bool) -> tuple[str, list[object], bool]:
     """The VALUES rows of an INSERT_MESSAGE for these ids, their parameters, and whether the texts went into
     the SQL as literals instead (asked by inline, done when every one can). Our own ints are always written in."""
     texts = [(role, content, at, indexed.text) for _, _, role, content, at, indexed in batch]
-    quoted = [[literal(t) if t is not None else "NULL" for t in row] for row in texts] if inline else []
-    inline = inline and all(q is not None for row in quoted for q in row)
+    literals = [[literal(t) if t is not None else "NULL" for t in row] for row in texts] if inline else []
+    inline = inline and all(q is not None for row in literals for q in row)
     tuples: list[str] = []
     params: list[object] = []
     for k, (message_id, (session_id, idx, *_, indexed)) in enumerate(zip(ids, batch, strict=True)):
         pos = int(session_id) * POS + int(idx)
         keys = f"{pos}, {pos // PAGE_SIZE}, {int(message_id)}, {int(session_id)}, {int(idx)}"
-        role, content, at, terms = quoted[k] if inline else ("?", "?", "?", "?")
+        role, content, at, terms = literals[k] if inline else ("?", "?", "?", "?")
         tuples.append(f"({keys}, {role}, {content}, {at}, {int(indexed.dl)}, {terms})")
         if not inline:
             params += texts[k]

@@ -28,6 +28,12 @@ BEGIN = "BEGIN TRANSACTION; "
 Cursor = duckdb.DuckDBPyConnection
 
 
+def quoted(text: str) -> str:
+    """text as an SQL string literal, for what DuckDB takes no parameter for (COPY's and read_json's paths and
+    options) or what goes into the statement itself (see inserts.literal)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def now() -> str:
     # Times go to DuckDB as ISO 8601 text: a tz-aware datetime parameter costs ~1 ms to convert.
     return datetime.now(UTC).isoformat()
