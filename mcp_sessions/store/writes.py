@@ -238,16 +238,9 @@ class Writer:
                 cur.execute(sql, params)
         else:
             assert not before, "statements before an INSERT go with a few rows only"
-            keys = f"session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}"
             flat = [(i, *row[:5], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
             columns = zip(*flat, strict=True)
-            param = rows_param(**dict(zip(MESSAGE_COLUMNS, columns, strict=True)))
-            if len(batch) < FILE_MIN or self.conn.memory:
-                cur.execute(f"{INSERT_MESSAGE} SELECT {keys}, * FROM {MESSAGE_ROWS}", [param])
-            else:
-                with spooled(param) as (path, size):
-                    from_file = file_rows_sql(MESSAGE_COLUMNS, path, size)
-                    cur.execute(f"{INSERT_MESSAGE} SELECT {keys}, * FROM {from_file}")
+            self._insert_json(cur, rows_param(**dict(zip(MESSAGE_COLUMNS, columns, strict=True))), len(batch))
         added = [(message_id, row[5].dl) for message_id, row in zip(ids, batch, strict=True)]
         self.index.count(len(batch), sum(dl for _, dl in added))
         docs = [(i, row[0], row[5].dl, row[5].text) for i, row in zip(ids, batch, strict=True)]
@@ -271,13 +264,18 @@ class Writer:
             + ", ".join(f'"{name}": {json.dumps(list(values), ensure_ascii=False)}' for name, values in known.items())
             + f', "content": {joined("contents")}, "dl": {joined("dls")}, "terms": {joined("terms")}}}'
         )
+        self._insert_json(cur, text, len(keys))
+        self.index.count(len(keys), sum(part.dl_total for part in parts))
+
+    def _insert_json(self, cur: Cursor, text: str, count: int) -> None:
+        """Insert the count messages of this JSON text (MESSAGE_COLUMNS, see params.rows_param): as a parameter,
+        or from FILE_MIN rows on (a bulk import's chunks) as a temporary file, which DuckDB parses faster."""
         sql = f"{INSERT_MESSAGE} SELECT session_id * {POS} + idx, (session_id * {POS} + idx) // {PAGE_SIZE}, *"
-        if len(keys) < FILE_MIN or self.conn.memory:
+        if count < FILE_MIN or self.conn.memory:
             cur.execute(f"{sql} FROM {MESSAGE_ROWS}", [text])
         else:
             with spooled(text) as (path, size):
                 cur.execute(f"{sql} FROM {file_rows_sql(MESSAGE_COLUMNS, path, size)}")
-        self.index.count(len(keys), sum(part.dl_total for part in parts))
 
     def _insert_chunk(self, cur: Cursor, batch: Sequence[Row]) -> dict[int, tuple[int, int]]:
         """insert_messages; return session id -> (id, term count) of its last message in the batch."""
