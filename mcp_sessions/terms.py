@@ -175,11 +175,6 @@ class Analyzer:
         """Every term of a message, repeats kept (term frequency counts them)."""
         return self._terms(text, query=False)
 
-    def document_tokens_many(self, texts: Sequence[str]) -> tuple[list[list[str]], Callable[[str], tuple[str, ...]]]:
-        """The tokens of each text and the function giving a token its terms: document_terms of many texts,
-        for callers that count tokens before terms (a repeated token repeats its terms)."""
-        return self._tokens_many(texts, query=False)
-
     def document_tokens(self, text: str) -> list[str]:
         """The tokens of a message, in order, repeats kept."""
         return _TOKEN.findall(text)

@@ -136,9 +136,14 @@ class _Keyed:
         return keyed
 
 
-def parse_terms_text(text: str | None) -> set[int]:
-    """The term ids of a terms text; none for NULL."""
-    return {int(part.partition(":")[0]) for part in (text or "").split()}
+def parse_counts(text: str | None) -> dict[int, int]:
+    """term id -> count of a terms text (a term listed twice, as stores written before may hold it, adds up);
+    none for NULL."""
+    counts: dict[int, int] = {}
+    for part in (text or "").split():
+        tid, _, n = part.partition(":")
+        counts[int(tid)] = counts.get(int(tid), 0) + int(n)
+    return counts
 
 
 def holds_sql(tid: int) -> str:

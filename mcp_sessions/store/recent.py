@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .postings import parse_counts
+
 
 class Doc:
     """One recent message's postings. A rewrite or removal marks it dead; the lists holding it drop it lazily."""
@@ -22,15 +24,6 @@ class Doc:
         self.dl = dl
         self.terms = terms  # term id -> count
         self.alive = True
-
-
-def parse_counts(text: str | None) -> dict[int, int]:
-    """term id -> count of a terms text (a term listed twice, as stores written before may hold it, adds up)."""
-    counts: dict[int, int] = {}
-    for part in (text or "").split():
-        tid, _, n = part.partition(":")
-        counts[int(tid)] = counts.get(int(tid), 0) + int(n)
-    return counts
 
 
 class RecentPostings:

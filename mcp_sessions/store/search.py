@@ -143,9 +143,10 @@ def _plan(
     pairs: set[tuple[int, int]] = set()
     if corpus.recent is not None:
         held = [corpus.recent.postings(k, tid, corpus.merged_upto) for k, tid in enumerate(tids)]
-        pairs = {(p[1], p[2]) for postings in held for p in postings}
-        if where and len(pairs) > _LISTED_MAX:
-            held = None
+        if where:
+            pairs = {(p[1], p[2]) for postings in held for p in postings}
+            if len(pairs) > _LISTED_MAX:
+                held = None
     in_sql = held is None
     # Masked postings are dropped in Python when their ids are at hand (see _score_in_python).
     firsts = [str(k) for k in range(len(tids))]
